@@ -1,0 +1,209 @@
+"""The settings table: the single source for CLI flags, PREFORK keys, validation and docs.
+
+Names, flags and defaults follow gunicorn so its documentation and habits carry over.
+To add a setting, add one ``Setting`` here (and its annotation on ``Config``); the CLI,
+``--print-config``, the system check and docs/settings.md pick it up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .validators import (
+    BindRule,
+    BoolRule,
+    ChoiceRule,
+    ForwardedIpsRule,
+    HeadersRule,
+    IntRule,
+    Invalid,
+    StrRule,
+    WorkerClassRule,
+)
+
+__all__ = ["SECTIONS", "SETTINGS", "SETTINGS_BY_KEY", "SETTINGS_BY_NAME", "Setting"]
+
+Rule = Callable[[Any, bool], Any]
+
+
+@dataclass(frozen=True, eq=False)  # identity equality/hash: defaults may be lists
+class Setting:
+    """One server setting; ``key`` (the PREFORK key) defaults to ``name.upper()``."""
+
+    name: str
+    flags: tuple[str, ...]
+    default: Any
+    rule: Rule
+    section: str
+    help: str
+    env: str | None = None
+    #: turns the environment variable's text into a value for ``rule`` (may raise Invalid)
+    env_convert: Callable[[str], Any] | None = None
+    env_help: str | None = None
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    action: str | None = None  # argparse action: "append", "store_true" or None (store)
+    key: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.name.upper())
+
+    @property
+    def flag(self) -> str:
+        """The long flag, used in messages (``--workers``); '' for PREFORK-only settings."""
+        return self.flags[-1] if self.flags else ""
+
+    def describe(self) -> str:
+        """Allowed values, for docs and help."""
+        describe = getattr(self.rule, "describe", None)
+        return describe() if describe else ""
+
+
+def _port_env(text: str) -> list[str]:
+    """PORT=8000 -> bind ["0.0.0.0:8000"], as on Heroku-style platforms (and gunicorn)."""
+    port = text.strip()
+    if not (port.isascii() and port.isdigit() and int(port) <= 65535):
+        raise Invalid("must be a port number from 0 to 65535", to="a port number such as 8000")
+    return [f"0.0.0.0:{int(port)}"]
+
+
+SECTIONS = ("Server socket", "Worker processes", "Server mechanics", "Logging",
+            "Request limits", "Proxies")
+
+DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+WORKER_CLASSES = ("sync", "gthread", "gevent")
+
+SETTINGS: tuple[Setting, ...] = (
+    # -- Server socket
+    Setting(
+        "bind", ("-b", "--bind"), ["127.0.0.1:8000"], BindRule(), "Server socket",
+        "Address to listen on: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeat for more.",
+        env="PORT", env_convert=_port_env, env_help="PORT=8000 means bind 0.0.0.0:8000",
+        metavar="ADDRESS", action="append",
+    ),
+    Setting(
+        "backlog", ("--backlog",), 2048, IntRule(1, 65535), "Server socket",
+        "Maximum number of pending connections queued by the kernel.", metavar="INT",
+    ),
+    # -- Worker processes
+    Setting(
+        "workers", ("-w", "--workers"), 1,
+        IntRule(1, hint="1 or more (a common choice is 2 x CPU cores + 1)"),
+        "Worker processes",
+        "Number of worker processes serving requests.", env="WEB_CONCURRENCY", metavar="INT",
+    ),
+    Setting(
+        "worker_class", ("-k", "--worker-class"), "sync", WorkerClassRule(WORKER_CLASSES),
+        "Worker processes",
+        "Worker type: sync (one request at a time), gthread (threads) or gevent (greenlets).",
+        metavar="{" + ",".join(WORKER_CLASSES) + "}", choices=WORKER_CLASSES,
+    ),
+    Setting(
+        "threads", ("--threads",), 1, IntRule(1), "Worker processes",
+        "Threads per worker for the gthread worker.", metavar="INT",
+    ),
+    Setting(
+        "worker_connections", ("--worker-connections",), 1000, IntRule(1), "Worker processes",
+        "Maximum simultaneous clients per gthread or gevent worker.", metavar="INT",
+    ),
+    Setting(
+        "timeout", ("-t", "--timeout"), 30, IntRule(0), "Worker processes",
+        "Seconds a silent worker may take before it is killed and replaced (0 = never).",
+        metavar="INT",
+    ),
+    Setting(
+        "graceful_timeout", ("--graceful-timeout",), 30, IntRule(0), "Worker processes",
+        "Seconds workers get to finish in-flight requests on a graceful stop/restart.",
+        metavar="INT",
+    ),
+    Setting(
+        "keepalive", ("--keep-alive",), 2, IntRule(0), "Worker processes",
+        "Seconds to wait for the next request on a keep-alive connection.", metavar="INT",
+    ),
+    Setting(
+        "max_requests", ("--max-requests",), 0, IntRule(0), "Worker processes",
+        "Restart a worker after this many requests, to contain memory leaks (0 = never).",
+        metavar="INT",
+    ),
+    Setting(
+        "max_requests_jitter", ("--max-requests-jitter",), 0, IntRule(0), "Worker processes",
+        "Random 0..N added to max_requests per worker so they do not all restart at once.",
+        metavar="INT",
+    ),
+    # -- Server mechanics
+    Setting(
+        "preload_app", ("--preload",), False, BoolRule(), "Server mechanics",
+        "Load the application in the master before forking (faster start, shared memory).",
+        action="store_true",
+    ),
+    Setting(
+        "pidfile", ("-p", "--pid"), None, StrRule(optional=True, hint="a file path"),
+        "Server mechanics", "File to write the master's process id to.", metavar="FILE",
+    ),
+    Setting(
+        "proc_name", ("-n", "--name"), None, StrRule(optional=True, hint="a short name"),
+        "Server mechanics", "Name of the server processes in process listings and logs.",
+        metavar="STRING",
+    ),
+    # -- Logging
+    Setting(
+        "accesslog", ("--access-logfile",), None,
+        StrRule(optional=True, hint="a file path, or - for stdout"), "Logging",
+        "Access log file ('-' = stdout); not set = no access log.", metavar="FILE",
+    ),
+    Setting(
+        "access_log_format", ("--access-logformat",), DEFAULT_ACCESS_LOG_FORMAT,
+        StrRule(hint='a format like \'%(h)s "%(r)s" %(s)s\''), "Logging",
+        "Access log line format, with gunicorn's atoms such as %(h)s %(r)s %(s)s.",
+        metavar="STRING",
+    ),
+    Setting(
+        "errorlog", ("--error-logfile",), "-",
+        StrRule(optional=True, hint="a file path, or - for stderr"), "Logging",
+        "Error log file ('-' = stderr).", metavar="FILE",
+    ),
+    Setting(
+        "loglevel", ("--log-level",), "info", ChoiceRule(LOG_LEVELS), "Logging",
+        "Error log level (case-insensitive).", metavar="LEVEL", choices=LOG_LEVELS,
+    ),
+    # -- Request limits
+    Setting(
+        "limit_request_line", ("--limit-request-line",), 4094, IntRule(0, 8190),
+        "Request limits",
+        "Maximum size in bytes of the HTTP request line (0 = unlimited).", metavar="INT",
+    ),
+    Setting(
+        "limit_request_fields", ("--limit-request-fields",), 100, IntRule(0, 32768),
+        "Request limits",
+        "Maximum number of header fields in a request (0 = the maximum, 32768).",
+        metavar="INT",
+    ),
+    Setting(
+        "limit_request_field_size", ("--limit-request-field-size",), 8190, IntRule(0),
+        "Request limits",
+        "Maximum size in bytes of one header field (0 = unlimited).", metavar="INT",
+    ),
+    # -- Proxies
+    Setting(
+        "forwarded_allow_ips", ("--forwarded-allow-ips",), ["127.0.0.1", "::1"],
+        ForwardedIpsRule(), "Proxies",
+        "Proxy IPs/networks (comma-separated, or '*') trusted to set secure scheme headers.",
+        env="FORWARDED_ALLOW_IPS", metavar="IPS",
+    ),
+    Setting(
+        "secure_scheme_headers", (), {
+            "X-FORWARDED-PROTOCOL": "ssl",
+            "X-FORWARDED-PROTO": "https",
+            "X-FORWARDED-SSL": "on",
+        },
+        HeadersRule(), "Proxies",
+        "Headers and values that, from a trusted proxy, mark a request as HTTPS.",
+    ),
+)
+
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

@@ -1,0 +1,249 @@
+"""Converters/validators for setting values.
+
+Each rule is a callable ``rule(value, strings) -> converted`` that raises ``Invalid``.
+``strings=True`` means the value came from the command line or the environment, where
+everything is text, so ``"5"`` is converted; in ``PREFORK`` (Python code) types must already
+be right, so ``"5"`` and ``"yes"`` are rejected instead of guessed at.
+Each rule also has ``describe()`` for the docs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .binds import parse_bind
+
+_INT_RE = re.compile(r"^[+-]?[0-9]{1,20}$")  # bounded: int() of huge text is slow
+
+
+class Invalid(ValueError):
+    """A rule rejected a value; the loader turns it into a one-line ``ConfigError``.
+
+    ``to`` completes "Fix: set KEY to ..."; ``fix`` replaces the whole fix when the remedy is
+    not a different value (e.g. installing a package); ``item`` is the bad list element.
+    """
+
+    def __init__(self, reason: str, *, to: str | None = None, fix: str | None = None,
+                 item: Any = None, has_item: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.to = to
+        self.fix = fix
+        self.item = item
+        self.has_item = has_item
+
+
+def _type_name(value: Any) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+class IntRule:
+    """An integer in ``lo..hi`` (``hi`` None = unbounded)."""
+
+    def __init__(self, lo: int, hi: int | None = None, hint: str | None = None) -> None:
+        self.lo, self.hi, self.hint = lo, hi, hint
+
+    def describe(self) -> str:
+        if self.hi is None:
+            return f"integer >= {self.lo}"
+        return f"integer {self.lo}-{self.hi}"
+
+    def _to(self) -> str:
+        if self.hint:
+            return self.hint
+        if self.hi is None:
+            return f"{self.lo} or more"
+        return f"a number from {self.lo} to {self.hi}"
+
+    def _in_range(self, value: int) -> bool:
+        return value >= self.lo and (self.hi is None or value <= self.hi)
+
+    def __call__(self, value: Any, strings: bool) -> int:
+        if isinstance(value, bool):
+            raise Invalid(f"must be an {self.describe()}, not a bool", to=self._to())
+        if isinstance(value, str):
+            text = value.strip()
+            number = int(text) if _INT_RE.match(text) else None
+            if not strings:
+                ok = number is not None and self._in_range(number)
+                raise Invalid(f"must be an {self.describe()}, not a string",
+                              to=f"{number} without quotes" if ok else self._to())
+            if number is None:
+                raise Invalid(f"must be an {self.describe()}", to=self._to())
+            value = number
+        elif not isinstance(value, int):
+            raise Invalid(f"must be an {self.describe()}, not {_type_name(value)}",
+                          to=self._to())
+        if not self._in_range(value):
+            raise Invalid(f"must be an {self.describe()}", to=self._to())
+        return int(value)
+
+
+class BoolRule:
+    """A real bool; from the command line/environment also true/false, 1/0, yes/no, on/off."""
+
+    TRUE = ("1", "true", "yes", "on")
+    FALSE = ("0", "false", "no", "off")
+
+    def describe(self) -> str:
+        return "True or False"
+
+    def __call__(self, value: Any, strings: bool) -> bool:
+        if isinstance(value, bool):
+            return value
+        if strings and isinstance(value, str):
+            text = value.strip().lower()
+            if text in self.TRUE:
+                return True
+            if text in self.FALSE:
+                return False
+            raise Invalid("must be true or false", to="true or false")
+        if isinstance(value, str):
+            raise Invalid("must be True or False (a bool), not a string", to="True or False")
+        raise Invalid(f"must be True or False, not {_type_name(value)}", to="True or False")
+
+
+class ChoiceRule:
+    """One of fixed words, compared case-insensitively and stored lower case."""
+
+    def __init__(self, choices: tuple[str, ...]) -> None:
+        self.choices = choices
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(self.choices)
+
+    def __call__(self, value: Any, strings: bool) -> str:
+        if not isinstance(value, str):
+            raise Invalid(f"must be a string, not {_type_name(value)}", to=self.describe())
+        text = value.strip().lower()
+        if text not in self.choices:
+            raise Invalid(f"must be {self.describe()}", to=self.describe())
+        return text
+
+
+class WorkerClassRule(ChoiceRule):
+    """A worker class name; ``gevent`` also needs the gevent package (found, not imported)."""
+
+    def __call__(self, value: Any, strings: bool) -> str:
+        name = super().__call__(value, strings)
+        if name == "gevent" and importlib.util.find_spec("gevent") is None:
+            raise Invalid(
+                "the gevent worker needs the gevent package, which is not installed",
+                fix='pip install "django-prefork[gevent]" (or choose the gthread worker)',
+            )
+        return name
+
+
+class StrRule:
+    """A string; ``optional`` also allows None (and treats an empty string as None)."""
+
+    def __init__(self, optional: bool = False, hint: str = "a string") -> None:
+        self.optional, self.hint = optional, hint
+
+    def describe(self) -> str:
+        return "string or None" if self.optional else "string"
+
+    def __call__(self, value: Any, strings: bool) -> str | None:
+        if value is None and self.optional:
+            return None
+        if not isinstance(value, str):
+            kind = "a string or None" if self.optional else "a string"
+            raise Invalid(f"must be {kind}, not {_type_name(value)}", to=self.hint)
+        if self.optional and not value.strip():
+            return None
+        return value
+
+
+def _str_list(value: Any, what: str, to: str) -> list[str]:
+    """A list of str from a list/tuple of str or one comma-separated str."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            if not isinstance(item, str):
+                raise Invalid(f"every {what} must be a string, not {_type_name(item)}",
+                              to=to, item=item, has_item=True)
+        return [item.strip() for item in value]
+    raise Invalid(f"must be a string or a list of strings, not {_type_name(value)}", to=to)
+
+
+class BindRule:
+    """One or more bind specs (a str or list of str), stored canonical, no duplicates."""
+
+    TO = "a value like 127.0.0.1:8000, [::1]:8000, unix:/run/app.sock or fd://3"
+
+    def describe(self) -> str:
+        return "address or list of addresses"
+
+    def __call__(self, value: Any, strings: bool) -> list[str]:
+        if isinstance(value, str):
+            items: list[Any] = [value]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise Invalid(f"must be a string or a list of strings, not {_type_name(value)}",
+                          to=self.TO)
+        if not items:
+            raise Invalid("must list at least one address", to=self.TO)
+        out: list[str] = []
+        for item in items:
+            try:
+                canonical = str(parse_bind(item))
+            except ValueError as exc:
+                raise Invalid(str(exc), to=self.TO, item=item, has_item=True) from None
+            if canonical in out:
+                raise Invalid(f"lists {canonical} twice", to="each address once",
+                              item=item, has_item=True)
+            out.append(canonical)
+        return out
+
+
+class ForwardedIpsRule:
+    """``*`` or IP addresses / CIDR networks, as a list or a comma-separated string."""
+
+    TO = "IP addresses or networks like 127.0.0.1,10.0.0.0/8 (or * to trust every client)"
+
+    def describe(self) -> str:
+        return "list of IPs/networks or '*'"
+
+    def __call__(self, value: Any, strings: bool) -> list[str]:
+        items = _str_list(value, "address", self.TO)
+        for item in items:
+            if item == "*":
+                continue
+            try:
+                if "/" in item:
+                    ipaddress.ip_network(item, strict=False)
+                else:
+                    ipaddress.ip_address(item)
+            except ValueError:
+                raise Invalid(f"{item!r} is not an IP address, a network or '*'",
+                              to=self.TO, item=item, has_item=True) from None
+        return items
+
+
+class HeadersRule:
+    """A dict of header name -> value; names stored upper case (matched case-insensitively)."""
+
+    TO = '{"X-FORWARDED-PROTO": "https"} (or {} to trust no header)'
+
+    def describe(self) -> str:
+        return "dict of header -> value"
+
+    def __call__(self, value: Any, strings: bool) -> dict[str, str]:
+        if not isinstance(value, Mapping):
+            raise Invalid(f"must be a dict, not {_type_name(value)}", to=self.TO)
+        out: dict[str, str] = {}
+        for name, val in value.items():
+            if not isinstance(name, str) or not name.strip():
+                raise Invalid(f"header names must be non-empty strings, not {name!r}",
+                              to=self.TO)
+            if not isinstance(val, str):
+                raise Invalid(f"the value for {name!r} must be a string, not "
+                              f"{_type_name(val)}", to=self.TO)
+            out[name.strip().upper()] = val
+        return out
