@@ -1,0 +1,225 @@
+"""wsgi.input: the request body, streamed from the socket as the application reads it.
+
+A reader never reads past the end of its message, so pipelined requests stay in the
+connection's buffer. The source is the connection: `recv_body(n)` returns up to `n` bytes
+(its buffer first, else one `recv`; b"" at EOF; sends `100 Continue` on first use when the
+client asked for it) and `unread(data)` gives back bytes of the next message.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import httptools
+
+from .errors import IncompleteBody, InvalidBody
+from .parser import RequestHead, feed_chunked
+
+#: Read size when the application asks for "everything" or a line.
+READ_CHUNK = 64 * 1024
+
+
+class Source(Protocol):
+    def recv_body(self, n: int) -> bytes: ...
+
+    def unread(self, data: bytes) -> None: ...
+
+
+class LengthReader:
+    """A Content-Length body: exactly `remaining` more bytes (RFC 9112 §6.2)."""
+
+    __slots__ = ("_source", "failed", "remaining")
+
+    def __init__(self, source: Source, length: int) -> None:
+        self._source = source
+        self.remaining = length
+        self.failed = False  # an error was raised: the connection cannot be reused
+
+    @property
+    def done(self) -> bool:
+        """The whole body was received."""
+        return self.remaining == 0
+
+    def read_some(self, size: int) -> bytes:
+        """Up to `size` bytes (at least one unless the body is finished)."""
+        remaining = self.remaining
+        if not remaining:
+            return b""
+        try:
+            data = self._source.recv_body(size if size < remaining else remaining)
+        except OSError:
+            self.failed = True
+            raise
+        if not data:
+            self.failed = True
+            raise IncompleteBody(f"client closed with {remaining} body bytes missing")
+        self.remaining = remaining - len(data)
+        return data
+
+    def drain(self, budget: int) -> bool:
+        """Discard the rest if at most `budget` bytes; True when the body is finished."""
+        if self.remaining > budget:
+            return False
+        while self.remaining:
+            self.read_some(self.remaining)
+        return True
+
+
+class ChunkedReader:
+    """A chunked body, decoded by the message's llhttp parser (RFC 9112 §7.1)."""
+
+    __slots__ = ("_head", "_pending", "_source", "_tail", "failed")
+
+    def __init__(self, source: Source, head: RequestHead) -> None:
+        self._source = source
+        self._head = head
+        self._pending = b""
+        self._tail = b""
+        self.failed = False  # an error was raised: the connection cannot be reused
+
+    @property
+    def done(self) -> bool:
+        """The whole message was received (decoded leftovers need no more reading)."""
+        return self._head.protocol.complete
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            used = feed_chunked(self._head, data, self._tail)
+        except httptools.HttpParserError as exc:
+            self.failed = True
+            raise InvalidBody(f"invalid chunked body: {exc}") from None
+        if used < len(data):
+            self._source.unread(data[used:])
+        fed = self._tail + data[:used] if used < 3 else data[used - 3 : used]
+        self._tail = fed[-3:]
+
+    def prefeed(self, data: bytes) -> None:
+        """Decode body bytes that arrived with the head, so a bad chunk is a 400 up front."""
+        self._feed(data)
+
+    def read_some(self, size: int) -> bytes:
+        """Up to `size` decoded bytes (at least one unless the body is finished)."""
+        pending = self._pending
+        protocol = self._head.protocol
+        while not pending:
+            chunks = protocol.body
+            if chunks:
+                pending = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                break
+            if protocol.complete:
+                return b""
+            try:
+                data = self._source.recv_body(READ_CHUNK)
+            except OSError:
+                self.failed = True
+                raise
+            if not data:
+                self.failed = True
+                raise IncompleteBody("client closed inside a chunked body")
+            self._feed(data)
+        if len(pending) > size:
+            self._pending = pending[size:]
+            return pending[:size]
+        self._pending = b""
+        return pending
+
+    def drain(self, budget: int) -> bool:
+        """Discard up to `budget` decoded bytes; True when the body is finished."""
+        self._pending = b""
+        self._head.protocol.body.clear()
+        while budget > 0:
+            data = self.read_some(budget)
+            if not data:
+                return True
+            budget -= len(data)
+        return self.done
+
+
+class Body:
+    """The `wsgi.input` stream (PEP 3333): read, readline, readlines, iteration."""
+
+    __slots__ = ("_buf", "_reader")
+
+    def __init__(self, reader: LengthReader | ChunkedReader | None) -> None:
+        self._reader = reader
+        self._buf = b""  # read ahead by readline
+
+    def read(self, size: int | None = -1) -> bytes:
+        """`size` bytes, fewer only at the end of the body; all of it when size < 0."""
+        reader = self._reader
+        buf = self._buf
+        if size is None or size < 0:
+            parts = [buf] if buf else []
+            self._buf = b""
+            if reader is not None:
+                while data := reader.read_some(READ_CHUNK):
+                    parts.append(data)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        if buf:
+            if len(buf) >= size:
+                self._buf = buf[size:]
+                return buf[:size]
+            self._buf = b""
+        if reader is None:
+            return buf
+        have = len(buf)
+        if not have:
+            data = reader.read_some(size)
+            have = len(data)
+            if have == size or not data:
+                return data
+            parts = [data]
+        else:
+            parts = [buf]
+        while have < size:
+            data = reader.read_some(size - have)
+            if not data:
+                break
+            parts.append(data)
+            have += len(data)
+        return b"".join(parts)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        """One line including its b"\\n", at most `size` bytes when size >= 0."""
+        if size is None:
+            size = -1
+        buf = self._buf
+        scanned = 0
+        while True:
+            nl = buf.find(b"\n", scanned)
+            if nl >= 0 and (size < 0 or nl < size):
+                self._buf = buf[nl + 1 :]
+                return buf[: nl + 1]
+            if 0 <= size <= len(buf):
+                self._buf = buf[size:]
+                return buf[:size]
+            data = self._reader.read_some(READ_CHUNK) if self._reader is not None else b""
+            if not data:
+                self._buf = b""
+                return buf
+            scanned = len(buf)
+            buf = buf + data
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        """Lines until the end of the body, or until `hint` bytes have been read."""
+        lines = []
+        total = 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Body:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def close(self) -> None:
+        """Nothing to release: the connection owns the socket."""

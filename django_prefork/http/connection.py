@@ -1,0 +1,402 @@
+"""One client connection: read ─► parse ─► environ ─► app ─► write.
+
+Shared by every worker class: it only calls `recv`, `sendall`, `sendfile` and `close` on the
+socket it is given (blocking, or gevent-cooperative), so concurrency stays the worker's job.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from typing import Any
+
+from .body import Body, ChunkedReader, LengthReader
+from .errors import ClientDisconnected, HTTPError, InvalidBody, error_response, status_for
+from .parser import Limits, RequestHead, find_head_end, parse_head
+from .response import Response
+from .wsgi import SERVER_SOFTWARE, ErrorStream, FileWrapper, build_environ
+
+#: Bytes asked of one recv().
+RECV_SIZE = 64 * 1024
+#: Most unread body bytes discarded after a response to keep the connection alive.
+DRAIN_LIMIT = 64 * 1024
+
+_DEFAULT_SCHEME_HEADERS = {
+    "X-FORWARDED-PROTOCOL": "ssl",
+    "X-FORWARDED-PROTO": "https",
+    "X-FORWARDED-SSL": "on",
+}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _EmptyInput(Body):
+    """wsgi.input of a request without a body; stateless, so one instance serves all."""
+
+    __slots__ = ()
+
+
+_EMPTY_INPUT = _EmptyInput(None)
+
+
+class ServerContext:
+    """What every connection of a worker shares: the app, the config read once, the logs."""
+
+    def __init__(
+        self,
+        app: Any,
+        cfg: Any,
+        access_log: Any = None,
+        error_log: logging.Logger | None = None,
+        multithread: bool = False,
+        multiprocess: bool = True,
+        keepalive: bool = False,
+        base_environ: dict[str, Any] | None = None,
+    ) -> None:
+        self.app = app
+        self.access_log = access_log
+        self.error_log = error_log or logging.getLogger("django_prefork.error")
+        self.keepalive = bool(keepalive)
+        self.draining = False
+        self.current_request: str | None = None
+
+        self.limits = Limits(
+            getattr(cfg, "limit_request_line", 4094),
+            getattr(cfg, "limit_request_fields", 100),
+            getattr(cfg, "limit_request_field_size", 8190),
+        )
+        self.is_ssl = bool(getattr(cfg, "is_ssl", False))
+        self.default_scheme = "https" if self.is_ssl else "http"
+        self.use_sendfile = not self.is_ssl
+
+        allow = getattr(cfg, "forwarded_allow_ips", None) or ["127.0.0.1", "::1"]
+        if isinstance(allow, str):
+            allow = allow.split(",")
+        allow = [a.strip() for a in allow if a.strip()]
+        self.trust_all = "*" in allow
+        self.trusted_ips = frozenset(a for a in allow if "/" not in a)
+        self.trusted_networks = tuple(
+            ipaddress.ip_network(a, strict=False) for a in allow if "/" in a
+        )
+        headers = getattr(cfg, "secure_scheme_headers", None)
+        if headers is None:
+            headers = _DEFAULT_SCHEME_HEADERS
+        # (environ key, lower-case value meaning https); names with "_" never reach the environ
+        self.scheme_headers = tuple(
+            ("HTTP_" + name.upper().replace("-", "_"), str(value).strip().lower())
+            for name, value in headers.items()
+        )
+
+        self.base_environ: dict[str, Any] = {
+            "wsgi.version": (1, 0),
+            "wsgi.errors": ErrorStream(self.error_log),
+            "wsgi.multithread": bool(multithread),
+            "wsgi.multiprocess": bool(multiprocess),
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+            "wsgi.input_terminated": True,
+            "SCRIPT_NAME": "",
+            "SERVER_SOFTWARE": SERVER_SOFTWARE,
+        }
+        if base_environ:
+            self.base_environ.update(base_environ)
+
+    def is_trusted(self, client_addr: Any) -> bool:
+        """Whether the peer may set the scheme headers (a trusted proxy)."""
+        if self.trust_all or not isinstance(client_addr, tuple):
+            return True  # unix socket: the peer is local, as gunicorn
+        host = client_addr[0]
+        if host in self.trusted_ips:
+            return True
+        if self.trusted_networks:
+            try:
+                ip = ipaddress.ip_address(host)
+            except ValueError:
+                return False
+            return any(ip in net for net in self.trusted_networks)
+        return False
+
+
+class HTTPConnection:
+    """An accepted client socket; `handle_request()` serves one request at a time."""
+
+    __slots__ = (
+        "_base",
+        "_buf",
+        "_closed",
+        "_expect_continue",
+        "_reader",
+        "_trusted",
+        "_unix",
+        "can_sendfile",
+        "client_addr",
+        "ctx",
+        "request_line",
+        "response_started",
+        "server_addr",
+        "sock",
+    )
+
+    def __init__(self, sock: Any, client_addr: Any, server_addr: Any, ctx: ServerContext):
+        self.sock = sock
+        self.client_addr = client_addr
+        self.server_addr = server_addr
+        self.ctx = ctx
+        self._buf = b""
+        self._closed = False
+        self._expect_continue = False
+        self._reader: LengthReader | ChunkedReader | None = None
+        self._trusted: bool | None = None
+        self.request_line = ""
+        self.response_started = False
+        # sendfile() writes raw bytes: never through TLS (stdlib or gevent SSL sockets).
+        self.can_sendfile = (
+            ctx.use_sendfile and hasattr(sock, "sendfile") and not hasattr(sock, "do_handshake")
+        )
+
+        base = ctx.base_environ.copy()
+        self._unix = not isinstance(server_addr, tuple)
+        if not self._unix:
+            base["SERVER_NAME"] = str(server_addr[0])
+            base["SERVER_PORT"] = str(server_addr[1])
+        if isinstance(client_addr, tuple):
+            base["REMOTE_ADDR"] = str(client_addr[0])
+            base["REMOTE_PORT"] = str(client_addr[1])
+        else:  # unix socket: peers are usually unnamed
+            if isinstance(client_addr, bytes):
+                client_addr = client_addr.decode("utf-8", "replace")
+            base["REMOTE_ADDR"] = client_addr or ""
+            base["REMOTE_PORT"] = ""
+        self._base = base
+
+    # -- the request cycle ------------------------------------------------------------------
+
+    def handle_request(self) -> bool:
+        """Serve one request; True if the connection may carry another one. Never raises
+        for client or application errors (only BaseExceptions such as a gevent Timeout)."""
+        ctx = self.ctx
+        try:
+            head = self._read_head()
+            if head is None:
+                return False  # EOF or idle timeout before a request
+            environ = self._prepare(head)
+        except HTTPError as exc:
+            self._refuse(exc)
+            return False
+        except InvalidBody as exc:  # a bad chunk that arrived with the head
+            self._refuse(exc)
+            return False
+        except OSError:  # reset, timeout mid-head (ClientDisconnected is one too)
+            return False
+        self.request_line = request_line = head.request_line()
+        ctx.current_request = request_line
+        try:
+            return self._run(environ, head)
+        finally:
+            ctx.current_request = None
+
+    def _read_head(self) -> RequestHead | None:
+        """Read until a complete head is buffered; None at EOF before any byte."""
+        buf: bytes | bytearray = self._buf
+        limits = self.ctx.limits
+        scanned = 0
+        recv = self.sock.recv
+        while True:
+            if buf:
+                if buf[0] == 13 or buf[0] == 10:  # RFC 9112 §2.2: ignore empty lines first
+                    buf = bytes(buf).lstrip(b"\r\n")
+                    scanned = 0
+                    if not buf:
+                        continue
+                end = find_head_end(buf, scanned, limits)
+                if end > 0:
+                    break
+                scanned = max(0, len(buf) - 3)
+            try:
+                data = recv(RECV_SIZE)
+            except OSError:
+                self._buf = b""
+                if buf:
+                    raise
+                return None  # idle keep-alive timeout or reset: just close
+            if not data:
+                self._buf = b""
+                if buf:
+                    raise ClientDisconnected("EOF inside a request head")
+                return None
+            if not buf:
+                buf = data
+            else:
+                if type(buf) is bytes:
+                    buf = bytearray(buf)  # a head in pieces: grow in place
+                buf += data
+        if len(buf) == end:
+            head_bytes = bytes(buf)
+            self._buf = b""
+        else:
+            head_bytes = bytes(buf[:end])
+            self._buf = bytes(buf[end:])
+        return parse_head(head_bytes, limits)
+
+    def _prepare(self, head: RequestHead) -> dict[str, Any]:
+        """Body reader and environ for a parsed head."""
+        self.response_started = False
+        if head.chunked:
+            reader: LengthReader | ChunkedReader | None = ChunkedReader(self, head)
+            wsgi_input = Body(reader)
+            if self._buf:  # validate the chunks that came with the head (400, not an app error)
+                data = self._buf
+                self._buf = b""
+                reader.prefeed(data)  # type: ignore[union-attr]
+        elif head.content_length:
+            reader = LengthReader(self, head.content_length)
+            wsgi_input = Body(reader)
+        else:
+            reader = None
+            wsgi_input = _EMPTY_INPUT
+        self._reader = reader
+        self._expect_continue = head.expect_continue
+        ctx = self.ctx
+        return build_environ(
+            self._base, head, wsgi_input, ctx.default_scheme, ctx.scheme_headers,
+            self._peer_trusted, self._unix,
+        )  # fmt: skip
+
+    def _peer_trusted(self) -> bool:
+        trusted = self._trusted
+        if trusted is None:
+            trusted = self._trusted = self.ctx.is_trusted(self.client_addr)
+        return trusted
+
+    def _run(self, environ: dict[str, Any], head: RequestHead) -> bool:
+        """Call the application and send its response; the iterable is always closed."""
+        ctx = self.ctx
+        access_log = ctx.access_log
+        start = time.time() if access_log is not None else 0.0
+        keep = ctx.keepalive and head.keep_alive
+        response = Response(self, head.method == "HEAD", head.version == "1.1", keep)
+        result = None
+        ok = False
+        try:
+            result = ctx.app(environ, response.start_response)
+            response.send_iterable(result)
+            ok = True
+        except ClientDisconnected as exc:
+            ctx.error_log.debug("%s: client went away: %s", self.request_line, exc)
+        except Exception:
+            ctx.error_log.exception("Error handling request %s", self.request_line)
+            if not response.headers_sent:
+                response.status = "500 Internal Server Error"
+                response.headers = []
+                self._send_quietly(error_response(500, response.head_request))
+        finally:
+            if result is not None:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    try:
+                        close()
+                    except ClientDisconnected as exc:
+                        ctx.error_log.debug("%s: client went away: %s", self.request_line, exc)
+                        ok = False
+                    except Exception:
+                        ctx.error_log.exception(
+                            "Error closing the response of %s", self.request_line
+                        )
+                        ok = False
+        if access_log is not None:
+            try:
+                access_log.log(
+                    environ, response.status or "500 Internal Server Error", response.headers,
+                    response.sent, time.time() - start,
+                )  # fmt: skip
+            except Exception:
+                ctx.error_log.exception("Access log failed")
+        if not ok or not response.keep_alive or response.must_close or ctx.draining:
+            return False
+        return self._finish_body()
+
+    def _finish_body(self) -> bool:
+        """Discard what the application left of the body; False if that is not possible."""
+        reader = self._reader
+        self._reader = None
+        if reader is None or reader.done:
+            return True
+        if self._expect_continue or reader.failed:
+            return False  # RFC 9110 §10.1.1: no 100 sent, the client may not send the body
+        try:
+            return reader.drain(DRAIN_LIMIT)
+        except OSError:  # ClientDisconnected, InvalidBody, timeout
+            return False
+
+    def body_allows_keep_alive(self) -> bool:
+        """Predict, at header time, whether the rest of the body can be discarded."""
+        reader = self._reader
+        if reader is None or reader.done:
+            return True
+        if self._expect_continue or reader.failed:
+            return False
+        return type(reader) is ChunkedReader or reader.remaining <= DRAIN_LIMIT  # type: ignore[union-attr]
+
+    def _refuse(self, exc: BaseException) -> None:
+        """Answer a request we will not run, then the caller closes (nothing more is read)."""
+        status = status_for(exc)
+        log = self.ctx.error_log
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("Invalid request from %s: %d %s", self.client_addr, status, exc)
+        self._send_quietly(error_response(status))
+
+    # -- socket I/O used by body readers and the response -----------------------------------
+
+    def recv_body(self, n: int) -> bytes:
+        """Up to `n` body bytes: buffered ones first, else one recv (b"" at EOF)."""
+        if self._expect_continue:
+            self._expect_continue = False
+            if not self.response_started:
+                self.send(_CONTINUE)  # RFC 9110 §10.1.1: only once the app wants the body
+        buf = self._buf
+        if buf:
+            if len(buf) <= n:
+                self._buf = b""
+                return buf
+            self._buf = buf[n:]
+            return buf[:n]
+        try:
+            return self.sock.recv(n if n < RECV_SIZE * 4 else RECV_SIZE * 4)
+        except OSError as exc:
+            raise ClientDisconnected(f"reading the request body: {exc}") from exc
+
+    def unread(self, data: bytes) -> None:
+        """Give back bytes of the next message (read along with the end of a body)."""
+        self._buf = data + self._buf if self._buf else data
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise ClientDisconnected(f"sending the response: {exc}") from exc
+
+    def sendfile(self, file: Any, offset: int, count: int) -> int:
+        try:
+            return self.sock.sendfile(file, offset, count)
+        except OSError as exc:
+            raise ClientDisconnected(f"sending a file: {exc}") from exc
+
+    def _send_quietly(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            pass
+
+    # -- worker API -------------------------------------------------------------------------
+
+    def has_pending_data(self) -> bool:
+        """Pipelined bytes already buffered: the next request may be ready without a recv."""
+        return bool(self._buf)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass

@@ -1,0 +1,176 @@
+"""The PEP 3333 side: environ building, wsgi.errors and wsgi.file_wrapper."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from .errors import BadRequest, InvalidSchemeHeaders
+from .parser import RequestHead
+
+SERVER_SOFTWARE = "django-prefork"
+
+
+class ErrorStream:
+    """`wsgi.errors`: what the application writes goes to the error log."""
+
+    __slots__ = ("_log",)
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._log = log
+
+    def write(self, data: str) -> int:
+        text = data.rstrip("\n") if isinstance(data, str) else repr(data)
+        if text:
+            self._log.error("%s", text)
+        return len(data)
+
+    def writelines(self, lines: list[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        """Log records are written as they come."""
+
+
+class FileWrapper:
+    """`wsgi.file_wrapper`: lets the server send a file with sendfile() (PEP 3333).
+
+    Iterating reads `blksize` blocks, the fallback for TLS or non-file objects.
+    """
+
+    __slots__ = ("blksize", "close", "filelike")
+
+    def __init__(self, filelike: Any, blksize: int = 8192) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        close = getattr(filelike, "close", None)
+        if close is not None:
+            self.close = close
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        blksize = self.blksize
+        while data := read(blksize):
+            yield data
+
+
+# Header name (bytes, as received) -> environ key; "" for names we drop. Bounded: the names
+# come from clients.
+_KEYS: dict[bytes, str] = {}
+_KEYS_MAX = 512
+
+
+def _environ_key(name: bytes) -> str:
+    """The environ key of a header, "" when dropped (names with "_" could spoof "-" ones)."""
+    text = name.decode("latin-1")
+    if "_" in text:
+        # Like Django's runserver: "X_Forwarded_Proto" must not become HTTP_X_FORWARDED_PROTO.
+        key = ""
+    else:
+        key = text.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+    if len(_KEYS) < _KEYS_MAX:
+        _KEYS[name] = key
+    return key
+
+
+def _split_host(host: str, scheme: str) -> tuple[str, str]:
+    """(name, port) from a Host value, the scheme's default port when absent."""
+    if host.startswith("["):  # [IPv6]:port
+        name, _, rest = host.partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+        name += "]"
+    else:
+        name, _, port = host.rpartition(":") if ":" in host else (host, "", "")
+    return name, port or ("443" if scheme == "https" else "80")
+
+
+def build_environ(
+    base: dict[str, Any],
+    head: RequestHead,
+    wsgi_input: Any,
+    scheme: str,
+    scheme_headers: tuple[tuple[str, str], ...],
+    trusted: Callable[[], bool],
+    unix: bool,
+) -> dict[str, Any]:
+    """The environ of one request: a copy of the connection's prepared `base` plus the request.
+
+    `scheme_headers` are (environ key, value meaning https) pairs, obeyed only when
+    `trusted()` (asked only if one is present) says the peer is a trusted proxy; `unix` means
+    SERVER_NAME/PORT come from the Host header.
+    """
+    environ = base.copy()
+    target = head.target
+    environ["REQUEST_METHOD"] = head.method
+    environ["RAW_URI"] = target
+    environ["SERVER_PROTOCOL"] = "HTTP/1.1" if head.version == "1.1" else "HTTP/1.0"
+    environ["wsgi.input"] = wsgi_input
+
+    for name, value in head.headers:
+        key = _KEYS.get(name)
+        if key is None:
+            key = _environ_key(name)
+        if not key:
+            continue
+        text = value.decode("latin-1").rstrip(" \t")  # trailing OWS (RFC 9110 §5.5)
+        if key in environ:
+            # Duplicates are joined (RFC 9110 §5.3), Cookie with "; " (RFC 6265 §5.4).
+            environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + text
+        else:
+            environ[key] = text
+
+    if "#" in target:  # a fragment is not part of the request-target (RFC 9112 §3.2)
+        target = target.partition("#")[0]
+    if target.startswith("/"):  # origin-form
+        path, _, query = target.partition("?")
+    elif target[:7].lower() == "http://" or target[:8].lower() == "https://":
+        # absolute-form: the target's authority replaces Host (RFC 9112 §3.2.2)
+        rest = target.partition("://")[2]
+        slash = rest.find("/")
+        qmark = rest.find("?")
+        cut = min(i for i in (slash, qmark, len(rest)) if i >= 0)
+        environ["HTTP_HOST"] = rest[:cut]
+        path, _, query = rest[cut:].partition("?")
+        if not path:
+            path = "/"
+    elif target == "*" and head.method == "OPTIONS":  # asterisk-form (RFC 9112 §3.2.4)
+        path, query = "*", ""
+    else:
+        raise BadRequest("invalid request-target")  # RFC 9112 §3.2
+    if "%" in path:
+        # PEP 3333: PATH_INFO is the percent-decoded bytes, as a latin-1 str.
+        path = unquote_to_bytes(path).decode("latin-1")
+    script_name = environ["SCRIPT_NAME"]
+    if script_name and path.startswith(script_name):
+        path = path[len(script_name) :]
+    environ["PATH_INFO"] = path
+    environ["QUERY_STRING"] = query
+
+    secure = None
+    for key, https_value in scheme_headers:
+        value = environ.get(key)
+        if value is not None:
+            if not trusted():
+                break
+            this = value.strip().lower() == https_value
+            if secure is None:
+                secure = this
+            elif secure is not this:
+                raise InvalidSchemeHeaders("contradictory scheme headers")
+    if secure is not None:
+        scheme = "https" if secure else "http"
+    environ["wsgi.url_scheme"] = scheme
+
+    if unix:
+        host = environ.get("HTTP_HOST")
+        if host:
+            environ["SERVER_NAME"], environ["SERVER_PORT"] = _split_host(host, scheme)
+        else:
+            environ["SERVER_NAME"] = "localhost"
+            environ["SERVER_PORT"] = "443" if scheme == "https" else "80"
+    return environ
