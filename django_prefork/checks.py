@@ -1,0 +1,448 @@
+"""System checks for the mistakes people make when they leave runserver for a real server.
+
+Design (see docs/checks.md):
+
+* ``E001`` (PREFORK validation) and ``W009`` (ignored storage settings) are ordinary checks:
+  they run with every ``manage.py check``, ``runserver``, ``migrate`` and test run.
+* The static-file checks depend on ``DEBUG = False`` and on the deployed file system, so they
+  are deployment checks: ``manage.py check --deploy`` runs them, Django's test runner does not.
+* ``W001`` (DEBUG = True) only means something while runprefork is serving. Django's own
+  ``security.W018`` already covers ``check --deploy``, so ``W001`` stays silent unless the
+  caller is inside :func:`serving`.
+
+``runprefork`` runs the ordinary checks (like ``runserver``), then, inside :func:`serving`,
+the deployment checks tagged :data:`TAG_STARTUP` (or just calls :func:`run_startup_checks`).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import django
+from django.apps import apps
+from django.conf import settings
+from django.core import checks
+from django.core.checks import CheckMessage, Error, Warning
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+DOCS_URL = "https://django-prefork.readthedocs.io/en/latest/checks.html"
+
+#: PREFORK setting validation (ordinary check).
+TAG_SETTINGS = "prefork_settings"
+#: Every static-files check (``manage.py check --deploy --tag prefork_static``).
+TAG_STATIC = "prefork_static"
+#: Deployment checks runprefork runs at start-up, on top of the ordinary checks.
+TAG_STARTUP = "prefork_startup"
+STARTUP_TAGS = (TAG_STARTUP,)
+STARTUP_CHECK_TAGS = STARTUP_TAGS  # the name runprefork imports
+
+#: Top-level Django setting: something other than this process serves STATIC_URL.
+SERVED_BY_SETTING = "PREFORK_STATIC_SERVED_BY"
+
+SECURITY_MIDDLEWARE = "django.middleware.security.SecurityMiddleware"
+STATIC_MIDDLEWARE = {
+    "whitenoise.middleware.WhiteNoiseMiddleware": "whitenoise",
+    "servestatic.middleware.ServeStaticMiddleware": "servestatic",
+}
+# Class names (with their top-level package) we recognise in a subclass's MRO.
+_STATIC_MIDDLEWARE_CLASSES = {
+    ("whitenoise", "WhiteNoiseMiddleware"): "whitenoise",
+    ("servestatic", "ServeStaticMiddleware"): "servestatic",
+}
+_STATIC_WSGI_CLASSES = {("whitenoise", "WhiteNoise"), ("servestatic", "ServeStatic")}
+_STATIC_WSGI_SOURCE = re.compile(r"\b(?:WhiteNoise|ServeStatic)\s*\(")
+# Middleware that their own documentation wants above WhiteNoise/ServeStatic.
+ALLOWED_ABOVE_STATIC = frozenset({
+    SECURITY_MIDDLEWARE,
+    "corsheaders.middleware.CorsMiddleware",
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+})
+# Middleware that answers (or caches) a request before the next one runs.
+EARLY_RESPONSE_MIDDLEWARE = {
+    "django.middleware.common.CommonMiddleware":
+        "redirects for PREPEND_WWW and rejects DISALLOWED_USER_AGENTS",
+    "django.middleware.cache.CacheMiddleware": "answers from, and fills, the cache",
+    "django.middleware.cache.FetchFromCacheMiddleware": "answers from the cache",
+    "django.middleware.cache.UpdateCacheMiddleware": "copies every static response into the cache",
+    "maintenance_mode.middleware.MaintenanceModeMiddleware": "answers 503 in maintenance mode",
+}
+_SETTINGS_IGNORED_SINCE_51 = ("STATICFILES_STORAGE", "DEFAULT_FILE_STORAGE")
+
+
+def _hint(text: str, check_id: str) -> str:
+    """Append the docs link so every message says where the long explanation lives."""
+    anchor = check_id.rsplit(".", 1)[-1].lower()
+    return f"{text} See {DOCS_URL}#{anchor}"
+
+
+# --- serving state -------------------------------------------------------------------------
+
+class _Serving:
+    """What runprefork told us about the process that is about to serve."""
+
+    def __init__(self, app: Any = None) -> None:
+        self.app = app
+
+
+_serving: _Serving | None = None
+
+
+@contextmanager
+def serving(app: Any = None) -> Iterator[None]:
+    """Run checks as runprefork's start-up: enables W001 and lets us inspect a loaded app.
+
+    ``app`` is the WSGI application when it is already loaded (``--preload``); without it the
+    checks look at ``WSGI_APPLICATION`` without importing the project's WSGI module.
+    """
+    global _serving
+    previous, _serving = _serving, _Serving(app)
+    try:
+        yield
+    finally:
+        _serving = previous
+
+
+def run_startup_checks(app: Any = None) -> list[CheckMessage]:
+    """The deployment checks runprefork adds at start-up (static files, DEBUG), as messages."""
+    with serving(app):
+        return checks.run_checks(include_deployment_checks=True, tags=list(STARTUP_TAGS))
+
+
+# --- PREFORK -------------------------------------------------------------------------------
+
+def check_prefork_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E001: every problem validate_prefork finds in settings.PREFORK, one Error each."""
+    from django_prefork.conf import validate_prefork
+
+    prefork = getattr(settings, "PREFORK", None)
+    hint = _hint("Every PREFORK key, its type and range are listed in docs/settings.md.",
+                 "django_prefork.E001")
+    return [
+        Error(str(err), hint=hint, obj="settings.PREFORK", id="django_prefork.E001")
+        for err in validate_prefork(prefork)
+    ]
+
+
+# --- helpers for the static-file checks ----------------------------------------------------
+
+def _staticfiles_installed() -> bool:
+    return apps.is_installed("django.contrib.staticfiles")
+
+
+def _static_url_is_local() -> bool:
+    url = getattr(settings, "STATIC_URL", None)
+    if not url:
+        return False
+    parts = urlsplit(str(url))
+    return not parts.scheme and not parts.netloc
+
+
+def _served_externally() -> bool:
+    return bool(getattr(settings, SERVED_BY_SETTING, None))
+
+
+@functools.lru_cache(maxsize=256)
+def _middleware_kind(path: str) -> str | None:
+    """'whitenoise'/'servestatic' if ``path`` names their middleware or a subclass of it."""
+    if path in STATIC_MIDDLEWARE:
+        return STATIC_MIDDLEWARE[path]
+    if path.startswith("django."):
+        return None
+    try:
+        cls = import_string(path)
+    except Exception:  # a broken MIDDLEWARE entry is reported when Django loads it
+        return None
+    for klass in getattr(cls, "__mro__", ()):
+        key = (klass.__module__.split(".", 1)[0], klass.__name__)
+        if key in _STATIC_MIDDLEWARE_CLASSES:
+            return _STATIC_MIDDLEWARE_CLASSES[key]
+    return None
+
+
+def _static_middleware() -> tuple[int, str, str] | None:
+    """(index, path, kind) of the first static-file middleware in MIDDLEWARE, if any."""
+    for index, path in enumerate(getattr(settings, "MIDDLEWARE", None) or ()):
+        kind = _middleware_kind(str(path))
+        if kind:
+            return index, str(path), kind
+    return None
+
+
+def _is_static_wrapper(app: Any) -> bool:
+    """True if ``app`` (or an app it wraps, a few levels deep) is a WhiteNoise/ServeStatic."""
+    for _ in range(5):
+        if app is None:
+            return False
+        for klass in type(app).__mro__:
+            if (klass.__module__.split(".", 1)[0], klass.__name__) in _STATIC_WSGI_CLASSES:
+                return True
+        app = getattr(app, "application", None) or getattr(app, "app", None)
+    return False
+
+
+def _wsgi_serves_static() -> bool:
+    """Whether WSGI_APPLICATION is wrapped in WhiteNoise/ServeStatic.
+
+    Importing the WSGI module can be costly or have side effects (APM agents, Sentry), so we
+    only inspect an object that is already loaded; otherwise we read the module's source.
+    """
+    if _serving is not None and _serving.app is not None:
+        return _is_static_wrapper(_serving.app)
+    path = getattr(settings, "WSGI_APPLICATION", None)
+    if not path:
+        return False
+    module_name, _, attr = str(path).rpartition(".")
+    module = sys.modules.get(module_name)
+    if module is not None:
+        return _is_static_wrapper(getattr(module, attr, None))
+    try:
+        spec = importlib.util.find_spec(module_name)
+        origin = spec.origin if spec else None
+        if not origin or not origin.endswith(".py"):
+            return False
+        with open(origin, encoding="utf-8", errors="replace") as source:
+            return bool(_STATIC_WSGI_SOURCE.search(source.read()))
+    except Exception:
+        return False
+
+
+def _staticfiles_backend() -> dict[str, Any] | None:
+    storages = getattr(settings, "STORAGES", None) or {}
+    backend = storages.get("staticfiles")
+    return backend if isinstance(backend, dict) and backend.get("BACKEND") else None
+
+
+def _staticfiles_storage_class() -> type | None:
+    backend = _staticfiles_backend()
+    if backend is None:
+        return None
+    try:
+        cls = import_string(backend["BACKEND"])
+    except Exception:  # Django reports a bad backend when the storage is first used
+        return None
+    return cls if isinstance(cls, type) else None
+
+
+def _is_filesystem_storage(cls: type) -> bool:
+    from django.core.files.storage import FileSystemStorage
+
+    return issubclass(cls, FileSystemStorage)
+
+
+def _manifest_problem() -> str | None:
+    """Why the strict manifest storage cannot find its manifest, or None if it's fine."""
+    from django.contrib.staticfiles.storage import ManifestFilesMixin
+    from django.core.files.storage import storages
+
+    cls = _staticfiles_storage_class()
+    if cls is None or not issubclass(cls, ManifestFilesMixin) or not _is_filesystem_storage(cls):
+        return None
+    if not getattr(cls, "manifest_strict", True):
+        return None
+    no_root = f"STATIC_ROOT is not set, so {cls.__name__} has no manifest to read"
+    try:
+        storage = storages.create_storage(_staticfiles_backend())
+    except ImproperlyConfigured:  # StaticFilesStorage reading its manifest without a root
+        return None if getattr(settings, "STATIC_ROOT", None) else no_root
+    except Exception:
+        return None
+    manifest = getattr(storage, "manifest_name", "staticfiles.json")
+    if not getattr(storage.manifest_storage, "location", None):
+        return no_root
+    try:
+        if storage.manifest_storage.exists(manifest):
+            return None
+        where = storage.manifest_storage.path(manifest)
+    except Exception:
+        return None
+    return f"{cls.__name__} needs {where}, which does not exist"
+
+
+def _dir_missing_or_empty(path: str) -> str | None:
+    if not os.path.isdir(path):
+        return "does not exist"
+    try:
+        with os.scandir(path) as entries:
+            if next(entries, None) is None:
+                return "is empty"
+    except OSError:
+        return None
+    return None
+
+
+# --- static-file checks (deployment) -------------------------------------------------------
+
+def check_static_files(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W002/W003/W004/E002: is anything going to serve STATIC_URL once DEBUG is off?"""
+    if settings.DEBUG or not _staticfiles_installed():
+        return []
+    messages: list[CheckMessage] = []
+    middleware = _static_middleware()
+    local = _static_url_is_local()
+    external = _served_externally()
+    static_root = getattr(settings, "STATIC_ROOT", None)
+
+    if local and not external and middleware is None and not _wsgi_serves_static():
+        messages.append(Warning(
+            f"Nothing serves STATIC_URL ({settings.STATIC_URL!r}): DEBUG is False, and neither "
+            "WhiteNoise/ServeStatic middleware nor a WhiteNoise/ServeStatic WSGI wrapper is "
+            "configured, so every /static/ request will be a 404.",
+            hint=_hint(
+                "Add 'whitenoise.middleware.WhiteNoiseMiddleware' directly after "
+                f"SecurityMiddleware, or set {SERVED_BY_SETTING} = 'proxy' if a proxy or CDN "
+                "serves STATIC_URL.", "django_prefork.W002"),
+            id="django_prefork.W002",
+        ))
+    if middleware is not None and not static_root:
+        messages.append(Warning(
+            f"{middleware[1]} is in MIDDLEWARE but STATIC_ROOT is not set, so it has no "
+            "files to serve.",
+            hint=_hint("Set STATIC_ROOT (e.g. BASE_DIR / 'staticfiles') and run "
+                       "'manage.py collectstatic'.", "django_prefork.W003"),
+            id="django_prefork.W003",
+        ))
+
+    manifest_problem = _manifest_problem()
+    if manifest_problem:
+        messages.append(Error(
+            f"{manifest_problem}: with DEBUG = False every {{% static %}} tag raises "
+            "ValueError and the page becomes a 500.",
+            hint=_hint("Run 'manage.py collectstatic --noinput' as part of every deploy.",
+                       "django_prefork.E002"),
+            id="django_prefork.E002",
+        ))
+    elif static_root and local and not external:
+        cls = _staticfiles_storage_class()
+        state = _dir_missing_or_empty(str(static_root))
+        if state and (cls is None or _is_filesystem_storage(cls)):
+            messages.append(Warning(
+                f"STATIC_ROOT ({str(static_root)!r}) {state}: collectstatic has not run, so "
+                "there are no static files to serve.",
+                hint=_hint("Run 'manage.py collectstatic --noinput' as part of every deploy.",
+                           "django_prefork.W004"),
+                id="django_prefork.W004",
+            ))
+    return messages
+
+
+def check_static_middleware_order(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W005/W006: static middleware must answer before other middleware can."""
+    found = _static_middleware()
+    if found is None:
+        return []
+    index, path, _ = found
+    above = [str(m) for m in settings.MIDDLEWARE[:index]]
+    early = [m for m in above if m in EARLY_RESPONSE_MIDDLEWARE]
+    if early:
+        reasons = "; ".join(f"{m} {EARLY_RESPONSE_MIDDLEWARE[m]}" for m in early)
+        return [Warning(
+            f"{path} is below middleware that answers requests first ({reasons}), so static "
+            "requests can be redirected, rejected or cached before it serves them.",
+            hint=_hint(f"Move {path} directly after {SECURITY_MIDDLEWARE}.",
+                       "django_prefork.W006"),
+            obj=path,
+            id="django_prefork.W006",
+        )]
+    others = [m for m in above if m not in ALLOWED_ABOVE_STATIC]
+    if others:
+        return [Warning(
+            f"{path} should be directly after SecurityMiddleware, above all other middleware, "
+            f"but it is below {', '.join(others)}, which then run for every static file.",
+            hint=_hint(f"Move {path} directly after {SECURITY_MIDDLEWARE}.",
+                       "django_prefork.W005"),
+            obj=path,
+            id="django_prefork.W005",
+        )]
+    return []
+
+
+def check_static_dev_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W007: WhiteNoise/ServeStatic development switches left on in production."""
+    found = _static_middleware()
+    if settings.DEBUG or found is None:
+        return []
+    prefix = "WHITENOISE" if found[2] == "whitenoise" else "SERVESTATIC"
+    messages: list[CheckMessage] = []
+    for name, why in (
+        ("AUTOREFRESH", "rescans the file system on every request"),
+        ("USE_FINDERS", "serves files straight from the apps' static directories"),
+    ):
+        setting = f"{prefix}_{name}"
+        if getattr(settings, setting, None) is True:
+            messages.append(Warning(
+                f"{setting} = True with DEBUG = False: it {why}, which is meant for "
+                "development only.",
+                hint=_hint(f"Remove {setting} (it follows DEBUG) and run collectstatic.",
+                           "django_prefork.W007"),
+                id="django_prefork.W007",
+            ))
+    return messages
+
+
+def check_static_storage(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W008: WhiteNoise/ServeStatic serve local files; a remote storage never gives them any."""
+    found = _static_middleware()
+    cls = _staticfiles_storage_class()
+    if found is None or cls is None or _is_filesystem_storage(cls):
+        return []
+    backend = _staticfiles_backend() or {}
+    return [Warning(
+        f"{found[1]} serves files from STATIC_ROOT on local disk, but STORAGES['staticfiles'] "
+        f"is {backend.get('BACKEND')}, which stores them elsewhere.",
+        hint=_hint("Use a file-system storage (e.g. whitenoise.storage."
+                   "CompressedManifestStaticFilesStorage) or remove the middleware and let "
+                   "the remote storage's URLs serve the files.", "django_prefork.W008"),
+        id="django_prefork.W008",
+    )]
+
+
+def check_ignored_storage_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W009: Django 5.1 removed STATICFILES_STORAGE/DEFAULT_FILE_STORAGE and ignores them."""
+    if django.VERSION < (5, 1):
+        return []
+    alias = {"STATICFILES_STORAGE": "staticfiles", "DEFAULT_FILE_STORAGE": "default"}
+    return [
+        Warning(
+            f"{name} is set, but Django {django.get_version()} ignores it; the storage in "
+            f"STORAGES[{alias[name]!r}] is used instead.",
+            hint=_hint(f"Move the value to STORAGES[{alias[name]!r}]['BACKEND'] and delete "
+                       f"{name}.", "django_prefork.W009"),
+            id="django_prefork.W009",
+        )
+        for name in _SETTINGS_IGNORED_SINCE_51
+        if settings.is_overridden(name)
+    ]
+
+
+# --- serving-only check --------------------------------------------------------------------
+
+def check_debug_while_serving(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W001: DEBUG = True under runprefork means development settings are being served."""
+    if _serving is None or not settings.DEBUG:
+        return []
+    return [Warning(
+        "DEBUG = True while serving with runprefork: error pages show settings and source "
+        "code, and Django keeps every SQL query in memory.",
+        hint=_hint("Use production settings (DEBUG = False) for runprefork; use runserver "
+                   "for development.", "django_prefork.W001"),
+        id="django_prefork.W001",
+    )]
+
+
+def register_checks() -> None:
+    """Called from AppConfig.ready(); see the module docstring for the tag design."""
+    checks.register(check_prefork_settings, TAG_SETTINGS)
+    checks.register(check_ignored_storage_settings, TAG_STATIC)
+    for check in (check_static_files, check_static_middleware_order,
+                  check_static_dev_settings, check_static_storage):
+        checks.register(check, TAG_STATIC, TAG_STARTUP, deploy=True)
+    checks.register(check_debug_while_serving, TAG_STARTUP, deploy=True)

@@ -1,0 +1,401 @@
+"""The server's two loggers, gunicorn-style access-log formatting, and log reopening on USR1.
+
+Stdlib only (no Django import), so the gevent worker can import it before patching.
+
+Rule for the project's ``LOGGING`` (see docs/logging.md): if ``LOGGING`` gives handlers to
+``django_prefork.error``/``django_prefork.access`` (or to their parent ``django_prefork``),
+the project owns that logger's output and we add nothing; otherwise we attach our own handler
+from ``errorlog``/``accesslog``. A level the project set is kept. Our loggers are always
+re-enabled, because ``disable_existing_loggers`` would otherwise silence them by accident.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import quote
+
+ERROR_LOGGER = "django_prefork.error"
+ACCESS_LOGGER = "django_prefork.access"
+PARENT_LOGGER = "django_prefork"
+
+ERROR_LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
+ERROR_LOG_DATEFMT = "%Y-%m-%d %H:%M:%S %z"
+# Same default as the access_log_format setting (gunicorn's).
+DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+class _State:
+    """What configure_logging changed, so a second call (HUP) can undo it first."""
+
+    def __init__(self) -> None:
+        self.handlers: list[tuple[logging.Logger, logging.Handler]] = []
+        self.levels: dict[str, int] = {}
+        self.propagate_off: set[str] = set()
+
+
+_state = _State()
+
+
+# --- configuration -------------------------------------------------------------------------
+
+def _make_handler(target: str, stream: Any) -> logging.Handler:
+    """'-' is the given standard stream; anything else a file opened for appending."""
+    if target == "-":
+        return logging.StreamHandler(stream)
+    return logging.FileHandler(target, mode="a", encoding="utf-8")
+
+
+def _undo_previous() -> None:
+    for logger, handler in _state.handlers:
+        logger.removeHandler(handler)
+        handler.close()
+    for name in _state.propagate_off:
+        logging.getLogger(name).propagate = True
+    _state.handlers.clear()
+    _state.propagate_off.clear()
+
+
+def _enable_our_loggers() -> None:
+    """Undo ``disable_existing_loggers``: it must never silence the server's logs."""
+    for name in (PARENT_LOGGER, ERROR_LOGGER, ACCESS_LOGGER):
+        logging.getLogger(name).disabled = False
+    for name, obj in list(logging.root.manager.loggerDict.items()):
+        if name.startswith(PARENT_LOGGER + ".") and isinstance(obj, logging.Logger):
+            obj.disabled = False
+
+
+def _project_routes(name: str) -> bool:
+    """Whether the project's LOGGING gave this logger (or django_prefork) handlers."""
+    ours = {id(handler) for _, handler in _state.handlers}
+    return any(
+        id(handler) not in ours
+        for logger_name in (name, PARENT_LOGGER)
+        for handler in logging.getLogger(logger_name).handlers
+    )
+
+
+def _set_level(logger: logging.Logger, level: int) -> None:
+    """Set our level unless the project chose one (a level we set earlier is still ours)."""
+    if logger.level == logging.NOTSET or logger.level == _state.levels.get(logger.name):
+        logger.setLevel(level)
+        _state.levels[logger.name] = level
+
+
+def _attach(logger: logging.Logger, handler: logging.Handler, fmt: logging.Formatter) -> None:
+    handler.setFormatter(fmt)
+    logger.addHandler(handler)
+    _state.handlers.append((logger, handler))
+    if logger.propagate:
+        logger.propagate = False  # root handlers would print every line a second time
+        _state.propagate_off.add(logger.name)
+
+
+def configure_logging(cfg: Any) -> AccessLogger | None:
+    """Wire our two loggers after Django's LOGGING; return the AccessLogger, None if off.
+
+    ``cfg`` needs ``errorlog`` ('-' = stderr, or a path), ``accesslog`` (None = off, '-' =
+    stdout, or a path), ``loglevel`` and ``access_log_format``. Calling it again (HUP)
+    replaces what the previous call set up.
+    """
+    _undo_previous()
+    _enable_our_loggers()
+
+    error = logging.getLogger(ERROR_LOGGER)
+    level = _LEVELS.get(str(getattr(cfg, "loglevel", "info") or "info").lower(), logging.INFO)
+    _set_level(error, level)
+    if not _project_routes(ERROR_LOGGER):
+        target = getattr(cfg, "errorlog", "-") or "-"
+        _attach(error, _make_handler(target, sys.stderr),
+                logging.Formatter(ERROR_LOG_FORMAT, ERROR_LOG_DATEFMT))
+
+    access = logging.getLogger(ACCESS_LOGGER)
+    _set_level(access, logging.INFO)
+    accesslog = getattr(cfg, "accesslog", None)
+    if accesslog and not _project_routes(ACCESS_LOGGER):
+        _attach(access, _make_handler(accesslog, sys.stdout), logging.Formatter("%(message)s"))
+    return make_access_logger(cfg)
+
+
+def make_access_logger(cfg: Any) -> AccessLogger | None:
+    """The AccessLogger a worker should use, or None when there is no access log.
+
+    On when ``cfg.accesslog`` is set, or when the project's LOGGING routes
+    ``django_prefork.access`` itself (so LOGGING alone can turn it on).
+    """
+    if not getattr(cfg, "accesslog", None) and not _project_routes(ACCESS_LOGGER):
+        return None
+    fmt = getattr(cfg, "access_log_format", None) or DEFAULT_ACCESS_LOG_FORMAT
+    return AccessLogger(fmt, logging.getLogger(ACCESS_LOGGER))
+
+
+def reopen_log_files() -> None:
+    """USR1: reopen every log file we opened, by path, so logrotate's rename takes effect."""
+    for _, handler in list(_state.handlers):
+        if not isinstance(handler, logging.FileHandler):
+            continue
+        handler.acquire()
+        try:
+            try:
+                stream = open(handler.baseFilename, handler.mode,  # noqa: SIM115
+                              encoding=handler.encoding, errors=handler.errors)
+            except OSError as exc:  # keep writing to the old file rather than to nowhere
+                sys.stderr.write(f"django-prefork: cannot reopen {handler.baseFilename}: {exc}\n")
+                continue
+            old, handler.stream = handler.stream, stream
+            if old is not None:
+                try:
+                    old.flush()
+                finally:
+                    old.close()
+        finally:
+            handler.release()
+
+
+# --- wsgi.errors ---------------------------------------------------------------------------
+
+class ErrorStream:
+    """File-like ``wsgi.errors``: complete lines go to the error log, one record each.
+
+    Buffers per thread (greenlet under gevent), because ``print()`` writes the text and the
+    newline in two calls and concurrent requests must not mix their halves.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None, level: int = logging.ERROR) -> None:
+        self.logger = logger or logging.getLogger(ERROR_LOGGER)
+        self.level = level
+        self._local = threading.local()
+
+    def write(self, data: str) -> int:
+        if isinstance(data, (bytes, bytearray)):
+            data = bytes(data).decode("utf-8", "replace")
+        *lines, rest = (getattr(self._local, "buffer", "") + data).split("\n")
+        self._local.buffer = rest
+        for line in lines:
+            self._emit(line)
+        return len(data)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        rest = getattr(self._local, "buffer", "")
+        self._local.buffer = ""
+        self._emit(rest)
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def _emit(self, line: str) -> None:
+        line = line.rstrip("\r")
+        if line:
+            self.logger.log(self.level, line)
+
+
+# --- access log ----------------------------------------------------------------------------
+
+_ATOM = re.compile(r"%\(([^)]*)\)[#0\- +]*\d*(?:\.\d+)?[a-zA-Z]")
+_ATOM_KEY = re.compile(r"%\(([^)]*)\)")
+_HEADER_ATOM = re.compile(r"^\{(.+)\}([ioe])$")
+_TEXT_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f"\\]')
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
+           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_URI_SAFE = "/:@!$&'()*+,;=-._~"
+
+Getter = Callable[[dict, str, list, int, float], Any]
+
+
+def _text_sub(match: re.Match[str]) -> str:
+    char = match.group()
+    return "\\" + char if char in '"\\' else f"\\x{ord(char):02x}"
+
+
+def _escape_text(value: str) -> str:
+    """Apache-style: no raw newline/control character or unescaped quote reaches the log."""
+    if value.isprintable() and '"' not in value and "\\" not in value:
+        return value  # the common case, checked in C
+    return _TEXT_UNSAFE.sub(_text_sub, value)
+
+
+def _escape_json(value: str) -> str:
+    """The inside of a JSON string literal (the format supplies the quotes)."""
+    return json.dumps(value)[1:-1]
+
+
+def is_json_format(fmt: str) -> bool:
+    """A format is JSON when it starts with '{' and is valid JSON once its atoms are filled."""
+    if not fmt.lstrip().startswith("{"):
+        return False
+    try:
+        json.loads(_ATOM.sub("0", fmt).replace("%%", "%"))
+    except ValueError:
+        return False
+    return True
+
+
+def _environ_key(header: str) -> str:
+    name = header.upper().replace("-", "_")
+    return name if name in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + name
+
+
+def _remote_user(environ: dict) -> str:
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    scheme, _, credentials = auth.partition(" ")
+    if scheme.lower() != "basic" or not credentials:
+        return "-"
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8", "replace")
+    except (ValueError, UnicodeEncodeError):
+        return "-"
+    return decoded.partition(":")[0] or "-"
+
+
+def _raw_uri(environ: dict) -> str:
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        return raw
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    uri = quote(path.encode("latin-1", "replace"), safe=_URI_SAFE)
+    query = environ.get("QUERY_STRING")
+    return f"{uri}?{query}" if query else uri
+
+
+def _micro(seconds: float) -> int:
+    """Whole microseconds, rounded once so T, M, D and L agree (0.29 s is 290000, not 289999)."""
+    return round(seconds * 1_000_000)
+
+
+class _Clock:
+    """Caches the '[10/Oct/2000:13:55:36 -0700]' string for the current second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def now(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            t = time.localtime(now)
+            self._text = time.strftime(f"[%d/{_MONTHS[t.tm_mon - 1]}/%Y:%H:%M:%S %z]", t)
+            self._second = now
+        return self._text
+
+
+def _simple_getters(clock: _Clock) -> dict[str, Getter]:
+    return {
+        "h": lambda e, s, h, b, t: e.get("REMOTE_ADDR") or "-",
+        "l": lambda e, s, h, b, t: "-",
+        "u": lambda e, s, h, b, t: _remote_user(e),
+        "t": lambda e, s, h, b, t: clock.now(),
+        "r": lambda e, s, h, b, t: (f"{e.get('REQUEST_METHOD', '-')} {_raw_uri(e)} "
+                                    f"{e.get('SERVER_PROTOCOL', '-')}"),
+        "m": lambda e, s, h, b, t: e.get("REQUEST_METHOD") or "-",
+        "U": lambda e, s, h, b, t: e.get("PATH_INFO") or "-",
+        "q": lambda e, s, h, b, t: e.get("QUERY_STRING", ""),  # empty, not '-', as gunicorn
+        "H": lambda e, s, h, b, t: e.get("SERVER_PROTOCOL") or "-",
+        "s": lambda e, s, h, b, t: s.split(None, 1)[0] if s else "-",
+        "B": lambda e, s, h, b, t: int(b or 0),
+        "b": lambda e, s, h, b, t: str(b) if b else "-",
+        "f": lambda e, s, h, b, t: e.get("HTTP_REFERER") or "-",
+        "a": lambda e, s, h, b, t: e.get("HTTP_USER_AGENT") or "-",
+        "T": lambda e, s, h, b, t: _micro(t) // 1_000_000,
+        "D": lambda e, s, h, b, t: _micro(t),
+        "M": lambda e, s, h, b, t: _micro(t) // 1_000,
+        "L": lambda e, s, h, b, t: "%d.%06d" % divmod(_micro(t), 1_000_000),  # noqa: UP031
+        "p": lambda e, s, h, b, t: f"<{os.getpid()}>",
+    }
+
+
+def _header_getter(key: str) -> Getter | None:
+    match = _HEADER_ATOM.match(key)
+    if not match:
+        return None
+    name, kind = match.groups()
+    if kind == "i":
+        env_key = _environ_key(name)
+        return lambda e, s, h, b, t: e.get(env_key) or "-"
+    wanted = name.lower()
+    if kind == "e":
+        def environ_var(e: dict, s: str, h: list, b: int, t: float) -> str:
+            if name in e:
+                return str(e[name])
+            for key, value in e.items():  # case-insensitive, as gunicorn
+                if key.lower() == wanted:
+                    return str(value)
+            return "-"
+        return environ_var
+
+    def response_header(e: dict, s: str, h: list, b: int, t: float) -> str:
+        for header, value in h:
+            if header.lower() == wanted:
+                return value
+        return "-"
+    return response_header
+
+
+class AccessLogger:
+    """Formats one access-log line per request from gunicorn's atoms and logs it at INFO.
+
+    The format is fixed at start-up, so __init__ works out which atoms it uses and each
+    request computes only those. A format that is JSON (starts with '{') gets its values
+    JSON-escaped; otherwise quotes, backslashes and control characters are escaped.
+    """
+
+    def __init__(self, fmt: str = DEFAULT_ACCESS_LOG_FORMAT,
+                 logger: logging.Logger | None = None) -> None:
+        self.fmt = fmt
+        self.logger = logger or logging.getLogger(ACCESS_LOGGER)
+        self.json = is_json_format(fmt)
+        self._escape = _escape_json if self.json else _escape_text
+        simple = _simple_getters(_Clock())
+        self._getters: list[tuple[str, Getter]] = []
+        for key in dict.fromkeys(_ATOM_KEY.findall(fmt)):
+            getter = simple.get(key) or _header_getter(key) or (lambda e, s, h, b, t: "-")
+            self._getters.append((key, getter))
+        try:  # a broken format should fail at start-up, not on the first request
+            self.format({}, "200 OK", [], 0, 0.0)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"access_log_format {fmt!r} is invalid: {exc}. Fix: use "
+                             "%(atom)s placeholders and write a literal % as %%.") from exc
+
+    def format(self, environ: dict, status: str, response_headers: list[tuple[str, str]],
+               sent_bytes: int, request_time: float) -> str:
+        """The log line for one request (no trailing newline)."""
+        values: dict[str, Any] = {}
+        escape = self._escape
+        for key, getter in self._getters:
+            value = getter(environ, status, response_headers, sent_bytes, request_time)
+            values[key] = escape(value) if isinstance(value, str) else value
+        return self.fmt % values
+
+    def log(self, environ: dict, status: str, response_headers: list[tuple[str, str]],
+            sent_bytes: int, request_time: float) -> None:
+        """Log one request; never raises, because logging must not break a response."""
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        try:
+            line = self.format(environ, status, response_headers, sent_bytes, request_time)
+        except Exception:
+            logging.getLogger(ERROR_LOGGER).exception("Failed to format the access log line")
+            return
+        self.logger.info(line)

@@ -1,0 +1,297 @@
+"""django-prefork's system checks: each one firing, and not firing."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+from django.conf import settings
+from django.core import checks as dj_checks
+from django.test.utils import override_settings
+from whitenoise import WhiteNoise
+from whitenoise.middleware import WhiteNoiseMiddleware
+
+from django_prefork import checks
+
+SECURITY = "django.middleware.security.SecurityMiddleware"
+WHITENOISE = "whitenoise.middleware.WhiteNoiseMiddleware"
+SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
+COMMON = "django.middleware.common.CommonMiddleware"
+MANIFEST = "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"
+WN_MANIFEST = "whitenoise.storage.CompressedManifestStaticFilesStorage"
+
+
+class MyWhiteNoise(WhiteNoiseMiddleware):
+    """A project's own subclass must count as static middleware."""
+
+
+def storages(backend: str) -> dict:
+    return {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": backend},
+    }
+
+
+STATIC_FILES = "django.contrib.staticfiles.storage.StaticFilesStorage"
+BASE = {
+    "DEBUG": False,
+    "MIDDLEWARE": [SECURITY],
+    "STATIC_URL": "/static/",
+    "STATIC_ROOT": None,
+    "STORAGES": storages(STATIC_FILES),
+    "WSGI_APPLICATION": None,
+    "PREFORK": {},
+}
+
+
+def configured(**overrides):
+    """override_settings on a known base, so the tests don't depend on the settings module."""
+    return override_settings(**{**BASE, **overrides})
+
+
+def ids(messages: list) -> list[str]:
+    return [m.id for m in messages]
+
+
+@pytest.fixture
+def collected(tmp_path):
+    root = tmp_path / "static"
+    root.mkdir()
+    (root / "app.css").write_text("body{}")
+    return root
+
+
+# --- registration and tags -----------------------------------------------------------------
+
+def test_static_checks_are_deploy_only():
+    with configured(DEBUG=False, MIDDLEWARE=[]):
+        assert "django_prefork.W002" not in ids(dj_checks.run_checks())
+        assert "django_prefork.W002" in ids(
+            dj_checks.run_checks(include_deployment_checks=True))
+
+
+def test_startup_tag_runs_static_checks():
+    with configured(DEBUG=False, MIDDLEWARE=[]):
+        assert "django_prefork.W002" in ids(checks.run_startup_checks())
+
+
+# --- W001 -----------------------------------------------------------------------------------
+
+def test_w001_debug_only_when_serving():
+    with configured(DEBUG=True):
+        assert "django_prefork.W001" not in ids(
+            dj_checks.run_checks(include_deployment_checks=True))
+        assert "django_prefork.W001" in ids(checks.run_startup_checks())
+        with checks.serving():
+            assert ids(checks.check_debug_while_serving()) == ["django_prefork.W001"]
+    with configured(DEBUG=False), checks.serving():
+        assert checks.check_debug_while_serving() == []
+
+
+def test_messages_link_to_docs():
+    with configured(DEBUG=True), checks.serving():
+        (msg,) = checks.check_debug_while_serving()
+    assert msg.hint.endswith(f"{checks.DOCS_URL}#w001")
+
+
+# --- W002 -----------------------------------------------------------------------------------
+
+@configured(DEBUG=False, MIDDLEWARE=[SECURITY])
+def test_w002_nothing_serves_static():
+    messages = checks.check_static_files()
+    assert ids(messages) == ["django_prefork.W002"]
+    assert "PREFORK_STATIC_SERVED_BY" in messages[0].hint
+
+
+@pytest.mark.parametrize("overrides", [
+    {"DEBUG": True},
+    {"STATIC_URL": "https://cdn.example.com/static/"},
+    {"STATIC_URL": "//cdn.example.com/static/"},
+    {"PREFORK_STATIC_SERVED_BY": "proxy"},
+    {"MIDDLEWARE": [SECURITY, WHITENOISE]},
+    {"MIDDLEWARE": [SECURITY, f"{__name__}.MyWhiteNoise"]},
+])
+def test_w002_not_fired(overrides, collected):
+    with configured(**{"STATIC_ROOT": str(collected), **overrides}):
+        assert "django_prefork.W002" not in ids(checks.check_static_files())
+
+
+def test_w002_not_fired_without_staticfiles_app():
+    with configured(DEBUG=False, INSTALLED_APPS=["django_prefork"]):
+        assert checks.check_static_files() == []
+
+
+def test_w002_wsgi_wrapper_found_in_source_without_import(tmp_path, monkeypatch):
+    (tmp_path / "wrapped_wsgi.py").write_text(
+        "from django.core.wsgi import get_wsgi_application\n"
+        "from whitenoise import WhiteNoise\n"
+        "application = WhiteNoise(get_wsgi_application(), root='/srv/static')\n"
+        "raise RuntimeError('the check must not import me')\n")
+    (tmp_path / "plain_wsgi.py").write_text("raise RuntimeError('not imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with configured(DEBUG=False, WSGI_APPLICATION="wrapped_wsgi.application"):
+        assert "django_prefork.W002" not in ids(checks.check_static_files())
+    with configured(DEBUG=False, WSGI_APPLICATION="plain_wsgi.application"):
+        assert "django_prefork.W002" in ids(checks.check_static_files())
+    assert "wrapped_wsgi" not in sys.modules
+
+
+def test_w002_wsgi_wrapper_already_imported(monkeypatch):
+    module = types.ModuleType("loaded_wsgi")
+    module.application = WhiteNoise(lambda environ, start_response: [])
+    monkeypatch.setitem(sys.modules, "loaded_wsgi", module)
+    with configured(DEBUG=False, WSGI_APPLICATION="loaded_wsgi.application"):
+        assert "django_prefork.W002" not in ids(checks.check_static_files())
+
+
+def test_w002_wsgi_wrapper_given_by_runprefork():
+    class Sentry:  # an outer wrapper around WhiteNoise, like an APM middleware
+        def __init__(self, app):
+            self.app = app
+
+    app = Sentry(WhiteNoise(lambda environ, start_response: []))
+    with configured(DEBUG=False), checks.serving(app):
+        assert "django_prefork.W002" not in ids(checks.check_static_files())
+    with configured(DEBUG=False), checks.serving(Sentry(object())):
+        assert "django_prefork.W002" in ids(checks.check_static_files())
+
+
+# --- W003 / W004 / E002 ---------------------------------------------------------------------
+
+@configured(DEBUG=False, MIDDLEWARE=[SECURITY, WHITENOISE], STATIC_ROOT=None)
+def test_w003_middleware_without_static_root():
+    assert ids(checks.check_static_files()) == ["django_prefork.W003"]
+
+
+def test_w004_static_root_missing_or_empty(tmp_path, collected):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    base = {"DEBUG": False, "MIDDLEWARE": [SECURITY, WHITENOISE]}
+    for root in (tmp_path / "missing", empty):
+        with configured(STATIC_ROOT=str(root), **base):
+            assert ids(checks.check_static_files()) == ["django_prefork.W004"]
+    with configured(STATIC_ROOT=str(collected), **base):
+        assert checks.check_static_files() == []
+    with configured(STATIC_ROOT=str(empty), PREFORK_STATIC_SERVED_BY="cdn", **base):
+        assert checks.check_static_files() == []
+
+
+@pytest.mark.parametrize("backend", [MANIFEST, WN_MANIFEST])
+def test_e002_manifest_missing(backend, collected):
+    with configured(DEBUG=False, MIDDLEWARE=[SECURITY, WHITENOISE],
+                           STATIC_ROOT=str(collected), STORAGES=storages(backend)):
+        messages = checks.check_static_files()
+        assert ids(messages) == ["django_prefork.E002"]
+        assert "staticfiles.json" in messages[0].msg
+        (collected / "staticfiles.json").write_text(json.dumps({"paths": {}, "version": "1.1"}))
+        assert checks.check_static_files() == []
+
+
+def test_e002_not_fired_with_debug(collected):
+    with configured(DEBUG=True, STATIC_ROOT=str(collected), STORAGES=storages(MANIFEST)):
+        assert checks.check_static_files() == []
+
+
+def test_e002_empty_root_reports_manifest_only(tmp_path):
+    with configured(DEBUG=False, MIDDLEWARE=[SECURITY, WHITENOISE],
+                           STATIC_ROOT=str(tmp_path / "missing"), STORAGES=storages(MANIFEST)):
+        assert ids(checks.check_static_files()) == ["django_prefork.E002"]
+
+
+def test_e002_static_root_unset():
+    with configured(DEBUG=False, PREFORK_STATIC_SERVED_BY="proxy", STATIC_ROOT=None,
+                           STORAGES=storages(MANIFEST)):
+        messages = checks.check_static_files()
+    assert ids(messages) == ["django_prefork.E002"]
+    assert "STATIC_ROOT is not set" in messages[0].msg
+
+
+# --- W005 / W006 ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("middleware", [
+    [SECURITY, WHITENOISE, SESSION, COMMON],
+    [WHITENOISE, SECURITY],
+    ["corsheaders.middleware.CorsMiddleware", SECURITY, WHITENOISE],
+    [SECURITY, SESSION],
+])
+def test_middleware_order_fine(middleware):
+    with configured(MIDDLEWARE=middleware):
+        assert checks.check_static_middleware_order() == []
+
+
+def test_w005_not_directly_after_security():
+    with configured(MIDDLEWARE=[SECURITY, SESSION, WHITENOISE]):
+        messages = checks.check_static_middleware_order()
+    assert ids(messages) == ["django_prefork.W005"]
+    assert SESSION in messages[0].msg
+
+
+def test_w006_below_early_response_middleware():
+    with configured(MIDDLEWARE=[SECURITY, SESSION, COMMON, WHITENOISE]):
+        messages = checks.check_static_middleware_order()
+    assert ids(messages) == ["django_prefork.W006"]
+    assert COMMON in messages[0].msg
+
+
+# --- W007 -----------------------------------------------------------------------------------
+
+def test_w007_dev_switches_in_production():
+    mw = [SECURITY, WHITENOISE]
+    with configured(DEBUG=False, MIDDLEWARE=mw, WHITENOISE_AUTOREFRESH=True,
+                           WHITENOISE_USE_FINDERS=True):
+        messages = checks.check_static_dev_settings()
+    assert ids(messages) == ["django_prefork.W007", "django_prefork.W007"]
+    assert "WHITENOISE_AUTOREFRESH" in messages[0].msg
+    assert "WHITENOISE_USE_FINDERS" in messages[1].msg
+    with configured(DEBUG=True, MIDDLEWARE=mw, WHITENOISE_AUTOREFRESH=True):
+        assert checks.check_static_dev_settings() == []
+    with configured(DEBUG=False, MIDDLEWARE=mw, WHITENOISE_AUTOREFRESH=False):
+        assert checks.check_static_dev_settings() == []
+
+
+# --- W008 / W009 ----------------------------------------------------------------------------
+
+def test_w008_remote_storage_with_whitenoise():
+    remote = storages("django.core.files.storage.InMemoryStorage")
+    with configured(MIDDLEWARE=[SECURITY, WHITENOISE], STORAGES=remote):
+        assert ids(checks.check_static_storage()) == ["django_prefork.W008"]
+    with configured(MIDDLEWARE=[SECURITY], STORAGES=remote):
+        assert checks.check_static_storage() == []
+    with configured(MIDDLEWARE=[SECURITY, WHITENOISE], STORAGES=storages(WN_MANIFEST)):
+        assert checks.check_static_storage() == []
+
+
+def test_w009_ignored_staticfiles_storage():
+    assert checks.check_ignored_storage_settings() == []
+    with configured(STATICFILES_STORAGE=WN_MANIFEST):
+        messages = dj_checks.run_checks(tags=[checks.TAG_STATIC])
+    assert ids(messages) == ["django_prefork.W009"]
+    assert "STORAGES['staticfiles']" in messages[0].hint
+
+
+# --- E001 -----------------------------------------------------------------------------------
+
+def test_e001_unknown_key_did_you_mean():
+    with configured(PREFORK={"WROKERS": 3}):
+        messages = dj_checks.run_checks(tags=[checks.TAG_SETTINGS])
+    assert ids(messages) == ["django_prefork.E001"]
+    assert "'WORKERS'" in messages[0].msg
+    assert messages[0].is_serious()
+
+
+def test_e001_one_error_per_problem():
+    with configured(PREFORK={"WORKERS": "many", "TIMEOUT": -5, "BIND": "127.0.0.1:8000"}):
+        messages = checks.check_prefork_settings()
+    assert ids(messages) == ["django_prefork.E001", "django_prefork.E001"]
+    assert "WORKERS" in messages[0].msg and "'many'" in messages[0].msg
+    assert "\n" not in messages[0].msg
+
+
+def test_e001_valid_or_missing_prefork():
+    with configured(PREFORK={"WORKERS": 2}):
+        assert checks.check_prefork_settings() == []
+    with override_settings():
+        del settings.PREFORK
+        assert checks.check_prefork_settings() == []
