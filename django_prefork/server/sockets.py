@@ -1,0 +1,176 @@
+"""Listening sockets: created and bound once in the master, shared by every worker.
+
+The master binds before any worker exists, so a bad address fails start-up with one clear
+line, and `--bind 127.0.0.1:0` can report the port the kernel chose. Workers receive the
+sockets by inheritance (fork) or as file descriptors (fresh interpreters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+from dataclasses import dataclass
+
+from django_prefork.conf import BindSpec
+
+# sd_listen_fds(3): inherited sockets start at fd 3.
+SYSTEMD_FIRST_FD = 3
+
+
+class BindError(Exception):
+    """A listening socket could not be created; str() is one line for the operator."""
+
+
+@dataclass
+class Listener:
+    """One bound, listening socket and what the banner and the environ need to know of it."""
+
+    sock: socket.socket
+    spec: str
+    owns_path: bool = False  # a unix socket file we created and must remove on shutdown
+
+    @property
+    def family(self) -> int:
+        return self.sock.family
+
+    @property
+    def address(self) -> tuple | str:
+        """The address actually bound (with the kernel's port when 0 was asked for)."""
+        return self.sock.getsockname()
+
+    def url(self) -> str:
+        addr = self.address
+        if self.family == socket.AF_UNIX:
+            path = addr.decode() if isinstance(addr, bytes) else addr
+            return f"unix:{path}"
+        host, port = addr[0], addr[1]
+        if self.family == socket.AF_INET6:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self, unlink: bool = True) -> None:
+        path = self.address if self.family == socket.AF_UNIX else None
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        if unlink and self.owns_path and path:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def create_listeners(specs: list[BindSpec], backlog: int) -> list[Listener]:
+    """Bind every address; on any failure close what was opened and raise BindError."""
+    listeners: list[Listener] = []
+    try:
+        for spec in specs:
+            listeners.append(_create_listener(spec, backlog))
+    except BindError:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
+
+
+def systemd_listeners() -> list[Listener]:
+    """Sockets handed over by systemd socket activation (LISTEN_FDS), if they are for us."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    listeners = []
+    for fd in range(SYSTEMD_FIRST_FD, SYSTEMD_FIRST_FD + count):
+        sock = socket.socket(fileno=fd)
+        listeners.append(Listener(sock, f"fd://{fd}"))
+    return listeners
+
+
+def listeners_from_fds(fds: list[int], specs: list[str]) -> list[Listener]:
+    """Rebuild Listener objects in a worker from inherited descriptors."""
+    return [Listener(socket.socket(fileno=fd), spec) for fd, spec in zip(fds, specs, strict=False)]
+
+
+def _create_listener(spec: BindSpec, backlog: int) -> Listener:
+    if spec.kind == "fd":
+        return _adopt_fd(spec)
+    if spec.kind == "unix":
+        return _bind_unix(spec, backlog)
+    return _bind_tcp(spec, backlog)
+
+
+def _adopt_fd(spec: BindSpec) -> Listener:
+    try:
+        sock = socket.socket(fileno=spec.fd)
+    except OSError as exc:
+        raise BindError(f"Could not use {spec}: {exc.strerror or exc}") from None
+    if sock.type != socket.SOCK_STREAM:
+        raise BindError(f"Could not use {spec}: it is not a stream socket")
+    with contextlib.suppress(OSError):
+        sock.listen()  # harmless when already listening; needed when handed a bound socket
+    return Listener(sock, str(spec))
+
+
+def _bind_tcp(spec: BindSpec, backlog: int) -> Listener:
+    try:
+        infos = socket.getaddrinfo(spec.host, spec.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise BindError(f"Could not bind to {spec}: cannot resolve {spec.host!r} ({exc})") from None
+    family, socktype, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, socktype, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"Could not bind to {spec}: {_describe(exc)}") from None
+    return Listener(sock, str(spec))
+
+
+def _bind_unix(spec: BindSpec, backlog: int) -> Listener:
+    path = spec.path
+    assert path is not None
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            _remove_stale_socket(path, spec)
+        else:
+            raise BindError(f"Could not bind to {spec}: {path} exists and is not a socket")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"Could not bind to {spec}: {_describe(exc)}") from None
+    return Listener(sock, str(spec), owns_path=True)
+
+
+def _remove_stale_socket(path: str, spec: BindSpec) -> None:
+    """Remove a socket file left by a crashed server, but never one somebody still serves."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+    else:
+        raise BindError(f"Could not bind to {spec}: another server is listening on {path}")
+    finally:
+        probe.close()
+
+
+def _describe(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "address already in use (is another server running?)"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "address not available on this machine"
+    return exc.strerror or str(exc)

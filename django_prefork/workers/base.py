@@ -1,0 +1,223 @@
+"""What every worker class shares: life cycle, heartbeat, signals, recycling.
+
+A worker class only decides how connections are accepted and scheduled (`run()`); the HTTP
+work is done by the shared core in `django_prefork.http`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import sys
+import traceback
+from typing import Any
+
+from django_prefork.http.connection import ServerContext
+from django_prefork.server.sockets import Listener
+from django_prefork.workers.heartbeat import Heartbeat
+
+log = logging.getLogger("django_prefork.error")
+
+# Exit codes the master reads (as gunicorn's): the app could not be loaded, so respawning the
+# worker would only fail again.
+WORKER_BOOT_ERROR = 3
+
+
+class Worker:
+    """A worker process. The master supplies listeners, config and heartbeat; we serve."""
+
+    #: PEP 3333 flags for the environ: a worker class that runs requests concurrently in one
+    #: process overrides this.
+    multithread = False
+    #: Whether the HTTP core may keep connections open between requests.
+    keepalive = False
+
+    def __init__(
+        self,
+        *,
+        age: int,
+        ppid: int,
+        listeners: list[Listener],
+        cfg: Any,
+        heartbeat: Heartbeat,
+        app: Any = None,
+    ) -> None:
+        self.age = age
+        self.ppid = ppid
+        self.pid = os.getpid()
+        self.listeners = listeners
+        self.cfg = cfg
+        self.heartbeat = heartbeat
+        self.app = app
+        self.alive = True
+        self.requests_served = 0
+        self.max_requests = self._pick_max_requests(cfg)
+        self.reopen_logs_requested = False
+        self.ctx: ServerContext | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # -- life cycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Prepare the process, load the app, tell the master we are ready, then serve."""
+        self.pid = os.getpid()
+        random.seed()  # a forked worker must not share the master's random state
+        self.set_process_title()
+        self.install_signal_handlers()
+        if self.app is None:
+            self.app = load_wsgi_app()
+        self.ctx = self.make_context()
+        self.heartbeat.mark_ready()
+        log.info("Booted worker with pid: %s", self.pid)
+        self.run()
+        log.info("Worker exiting (pid: %s)", self.pid)
+
+    def run(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def make_context(self) -> ServerContext:
+        from django_prefork.logging import make_access_logger
+
+        return ServerContext(
+            self.app,
+            self.cfg,
+            access_log=make_access_logger(self.cfg),
+            error_log=log,
+            multithread=self.multithread,
+            multiprocess=True,
+            keepalive=self.keepalive,
+        )
+
+    def set_process_title(self) -> None:
+        set_process_title("worker", self.cfg)
+
+    # -- checks made between requests ------------------------------------------------------
+    def parent_alive(self) -> bool:
+        if os.getppid() != self.ppid:
+            log.info("Parent changed, shutting down: %s", self)
+            return False
+        return True
+
+    def request_done(self) -> None:
+        """Count a served request; recycle the worker once max_requests is reached."""
+        self.requests_served += 1
+        if self.max_requests and self.requests_served >= self.max_requests and self.alive:
+            log.info("Autorestarting worker after current request (max_requests %s).",
+                     self.max_requests)
+            self.stop_accepting()
+
+    def stop_accepting(self) -> None:
+        self.alive = False
+        if self.ctx is not None:
+            self.ctx.draining = True
+        self.wake()
+
+    def handle_pending_work(self) -> None:
+        if self.reopen_logs_requested:
+            self.reopen_logs_requested = False
+            from django_prefork.logging import reopen_log_files
+
+            reopen_log_files()
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b".")
+        except (BlockingIOError, OSError):
+            pass
+
+    def drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    # -- signals ---------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_IGN)  # the master's signals, not ours
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_quit)
+        signal.signal(signal.SIGQUIT, self._on_quit)
+        signal.signal(signal.SIGUSR1, self._on_usr1)
+        signal.signal(signal.SIGABRT, self._on_abort)
+        signal.signal(signal.SIGWINCH, signal.SIG_IGN)
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        # Graceful: finish the request in hand, accept no more.
+        self.stop_accepting()
+
+    def _on_quit(self, signum: int, frame: Any) -> None:
+        self.alive = False
+        sys.exit(0)
+
+    def _on_usr1(self, signum: int, frame: Any) -> None:
+        self.reopen_logs_requested = True
+        self.wake()
+
+    def _on_abort(self, signum: int, frame: Any) -> None:
+        # The master found our heartbeat too old: say which request hung and where.
+        current = self.ctx.current_request if self.ctx else None
+        stack = "".join(traceback.format_stack(frame)) if frame else ""
+        log.critical("WORKER TIMEOUT (pid:%s) while serving %s\n%s", self.pid,
+                     current or "no request", stack.rstrip())
+        os._exit(1)
+
+    @staticmethod
+    def _pick_max_requests(cfg: Any) -> int:
+        if not cfg.max_requests:
+            return 0
+        # Jitter spreads restarts so all workers do not recycle at the same moment.
+        return cfg.max_requests + random.randint(0, cfg.max_requests_jitter or 0)
+
+    def __str__(self) -> str:
+        return f"<{type(self).__name__} {self.pid}>"
+
+
+def load_wsgi_app() -> Any:
+    """Load settings.WSGI_APPLICATION exactly as runserver does."""
+    from django.core.servers.basehttp import get_internal_wsgi_application
+
+    return get_internal_wsgi_application()
+
+
+def set_process_title(role: str, cfg: Any) -> None:
+    """Name the process in ps/top, as operators expect from a pre-fork server."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:  # pragma: no cover - setproctitle is a dependency
+        return
+    name = cfg.proc_name or "django-prefork"
+    setproctitle(f"{name}: {role}")
+
+
+def resolve_worker_class(name: str, cfg: Any = None) -> str:
+    """The class that really runs: `sync` with `threads` > 1 is gthread (as gunicorn)."""
+    if name == "sync" and cfg is not None and getattr(cfg, "threads", 1) > 1:
+        return "gthread"
+    return name
+
+
+def worker_class_for(name: str, cfg: Any = None) -> type[Worker]:
+    """Import only the chosen class, so the sync worker never imports gevent.
+
+    Pass the config so that `sync` with `threads` > 1 gives the gthread worker.
+    """
+    name = resolve_worker_class(name, cfg)
+    if name == "sync":
+        from django_prefork.workers.sync import SyncWorker
+
+        return SyncWorker
+    if name == "gthread":
+        from django_prefork.workers.gthread import ThreadWorker
+
+        return ThreadWorker
+    if name == "gevent":
+        from django_prefork.workers.ggevent import GeventWorker
+
+        return GeventWorker
+    raise ValueError(f"unknown worker class {name!r}")

@@ -1,0 +1,62 @@
+"""Entry point of a worker started as a fresh interpreter (`python -m ...workers.boot`).
+
+The master passes everything as one JSON document in DJANGO_PREFORK_WORKER: the resolved
+config, the inherited listening and heartbeat descriptors, and its sys.path. A fresh
+interpreter imports the project's current code and settings (so HUP really reloads), and lets
+the gevent worker patch the standard library before Django is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+ENV_VAR = "DJANGO_PREFORK_WORKER"
+
+
+def main() -> None:
+    spec = json.loads(os.environ.pop(ENV_VAR))
+    sys.path[:] = spec["sys_path"]
+    worker_class_name = spec["cfg"]["worker_class"]
+    if worker_class_name == "gevent":
+        from gevent import monkey
+
+        monkey.patch_all()
+
+    from django_prefork.conf import Config
+    from django_prefork.server.sockets import listeners_from_fds
+    from django_prefork.workers.base import WORKER_BOOT_ERROR, worker_class_for
+    from django_prefork.workers.heartbeat import Heartbeat
+
+    cfg = Config.from_dict(spec["cfg"])
+    try:
+        import django
+
+        django.setup()
+        from django_prefork.logging import configure_logging
+
+        configure_logging(cfg)
+        worker_class = worker_class_for(cfg.worker_class, cfg)
+        worker = worker_class(
+            age=spec["age"],
+            ppid=spec["ppid"],
+            listeners=listeners_from_fds(spec["listener_fds"], spec["listener_specs"]),
+            cfg=cfg,
+            heartbeat=Heartbeat(spec["heartbeat_fd"]),
+        )
+        from django_prefork.workers.base import load_wsgi_app
+
+        worker.app = load_wsgi_app()
+    except Exception:
+        # Reported once by this worker; the master stops instead of respawning forever.
+        sys.stderr.write("Worker failed to boot:\n" + traceback.format_exc())
+        sys.stderr.flush()
+        os._exit(WORKER_BOOT_ERROR)
+    worker.start()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""The master process: real signals, real dead and hung workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from server import Server, pid_alive, running, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+class ClientLoop:
+    """Requests /hello in a loop from a thread, counting successes and failures."""
+
+    def __init__(self, server: Server, path: str = "/hello") -> None:
+        self.server = server
+        self.path = path
+        self.ok = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status, _, _ = self.server.get(self.path, timeout=10)
+            except Exception as exc:
+                self.failures.append(repr(exc))
+            else:
+                if status == 200:
+                    self.ok += 1
+                else:
+                    self.failures.append(f"status {status}")
+
+    def __enter__(self) -> ClientLoop:
+        self._thread.start()
+        wait_until(lambda: self.ok >= 3, message="the client loop to get going")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+def test_killed_worker_is_replaced():
+    with running("--workers", "2", wait_workers=2) as server:
+        victim = server.ready_workers()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: victim not in server.worker_pids() and
+                   len(server.ready_workers()) == 2, message="a replacement worker")
+        assert server.get("/hello")[0] == 200
+        assert f"Worker (pid:{victim}) was sent SIGKILL" in server.output
+
+
+def test_hung_worker_is_killed_after_timeout():
+    with running("--workers", "1", "--timeout", "2") as server:
+        (worker,) = server.ready_workers()
+        started = time.monotonic()
+        # A request that hangs longer than the timeout: the master must abort the worker.
+        try:
+            server.get("/sleep?s=30", timeout=20)
+        except Exception:
+            pass
+        elapsed = time.monotonic() - started
+        assert elapsed < 15
+        server.wait_for_line(rf"WORKER TIMEOUT \(pid:{worker}\)")
+        # The worker logged which request it was serving before it died.
+        server.wait_for_line(r"while serving GET /sleep\?s=30")
+        wait_until(lambda: server.ready_workers() and worker not in server.ready_workers(),
+                   message="a replacement for the hung worker")
+        assert server.get("/hello")[0] == 200
+
+
+def test_term_lets_the_in_flight_request_finish(tmp_path: Path):
+    mark = tmp_path / "in-flight"
+    with running("--workers", "1", "--graceful-timeout", "20") as server:
+        result = {}
+
+        def slow_request():
+            result["response"] = server.get(f"/sleep?s=1.5&mark={mark}", timeout=20)
+
+        thread = threading.Thread(target=slow_request)
+        thread.start()
+        wait_until(mark.exists, timeout=10, message="the slow request to reach the worker")
+        server.signal(signal.SIGTERM)
+        thread.join(timeout=20)
+        assert result["response"][0] == 200
+        assert result["response"][2].startswith(b"slept 1.5")
+        assert server.wait_exit(timeout=20) == 0
+
+
+def test_quit_stops_quickly():
+    with running("--workers", "2", wait_workers=2) as server:
+        workers = server.worker_pids()
+        server.signal(signal.SIGINT)
+        assert server.wait_exit(timeout=10) == 0
+        wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=5,
+                   message="the workers to exit")
+
+
+def test_hup_replaces_workers_without_failed_requests():
+    with running("--workers", "2", wait_workers=2) as server:
+        before = set(server.ready_workers())
+        with ClientLoop(server) as loop:
+            server.signal(signal.SIGHUP)
+            wait_until(lambda: len(server.ready_workers()) == 2
+                       and not set(server.ready_workers()) & before, timeout=30,
+                       message="a new set of workers after HUP")
+            ok_after = loop.ok
+            wait_until(lambda: loop.ok > ok_after + 5, message="requests served after HUP")
+        assert loop.failures == []
+        assert server.get("/hello")[0] == 200
+
+
+def test_hup_rereads_settings(tmp_path: Path):
+    settings_dir = tmp_path / "settingsmod"
+    settings_dir.mkdir()
+    (settings_dir / "__init__.py").write_text("")
+    module = settings_dir / "hupsettings.py"
+    module.write_text("from testproject.settings import *\nPREFORK = {'WORKERS': 1}\n")
+    server = Server(settings="hupsettings")
+    server.env["PYTHONPATH"] = os.pathsep.join([str(settings_dir), server.env["PYTHONPATH"]])
+    with server:
+        server.start(wait_workers=1)
+        (first,) = server.ready_workers()
+        module.write_text("from testproject.settings import *\nPREFORK = {'WORKERS': 3}\n")
+        server.signal(signal.SIGHUP)
+        wait_until(lambda: len(server.worker_pids()) == 3 and first not in server.worker_pids()
+                   and len(server.ready_workers()) == 3, timeout=30,
+                   message="three new workers after HUP with WORKERS = 3")
+        # A broken settings file on the next HUP keeps the server as it is.
+        module.write_text("from testproject.settings import *\nPREFORK = {'WORKERS': 0}\n")
+        mark = len(server.lines)
+        server.signal(signal.SIGHUP)
+        server.wait_for_line(r"Reload aborted.*WORKERS", start=mark)
+        assert len(server.ready_workers()) == 3
+        assert server.get("/hello")[0] == 200
+
+
+def test_ttin_and_ttou_change_the_worker_count():
+    with running("--workers", "2", wait_workers=2) as server:
+        server.signal(signal.SIGTTIN)
+        wait_until(lambda: len(server.ready_workers()) == 3, message="3 workers after TTIN")
+        # One at a time: the kernel merges a signal sent again before the first is handled.
+        server.signal(signal.SIGTTOU)
+        wait_until(lambda: len(server.worker_pids()) == 2, message="2 workers after TTOU")
+        server.signal(signal.SIGTTOU)
+        wait_until(lambda: len(server.worker_pids()) == 1, message="1 worker after 2 x TTOU")
+        assert server.get("/hello")[0] == 200
+
+
+def test_max_requests_recycles_workers():
+    with running("--workers", "1", "--max-requests", "3") as server:
+        (first,) = server.ready_workers()
+        pids = []
+        for _ in range(7):
+            status, _, body = server.get("/pid")
+            assert status == 200
+            pids.append(int(body))
+        assert pids[:3] == [first] * 3
+        assert len(set(pids)) >= 3  # recycled after the 3rd and the 6th request
+        assert "Autorestarting worker after current request" in server.output
+
+
+def test_pidfile_written_and_removed(tmp_path: Path):
+    pidfile = tmp_path / "server.pid"
+    server = Server("--pid", str(pidfile))
+    with server:
+        server.start()
+        assert pidfile.read_text().strip() == str(server.pid)
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit() == 0
+    assert not pidfile.exists()
+
+
+def test_workers_exit_when_the_master_dies():
+    with running("--workers", "2", wait_workers=2) as server:
+        workers = server.ready_workers()
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait_exit(timeout=10)
+        wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=10,
+                   message="orphaned workers to exit")
+
+
+def test_preload_loads_the_app_in_the_master():
+    with running("--workers", "2", "--preload", wait_workers=2) as server:
+        assert "app preloaded" in server.output
+        assert server.get("/hello")[0] == 200
+        victim = server.ready_workers()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: len(server.ready_workers()) == 2 and
+                   victim not in server.ready_workers(), message="a forked replacement")
+        assert server.get("/hello")[0] == 200
+
+
+def test_broken_project_is_reported_once_and_exits_nonzero():
+    server = Server("--workers", "4", settings="testproject.settings_broken_app")
+    with server:
+        server.start(wait_workers=None)
+        assert server.wait_exit(timeout=30) == 3
+        output = server.output
+    # One worker tried, one traceback printed, then the master stopped.
+    assert output.count("Worker failed to boot:") == 1, output
+    assert output.count("ImportError: simulated import error") == 1, output
+
+
+def test_usr1_is_accepted_and_server_keeps_serving():
+    with running("--workers", "1") as server:
+        server.signal(signal.SIGUSR1)
+        server.wait_for_line("Handling signal: usr1")
+        assert server.get("/hello")[0] == 200

@@ -1,0 +1,138 @@
+"""The runprefork command: settings precedence, validation, banner, and the info flags."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from server import REPO_ROOT, TESTS_DIR, Server, running
+
+pytestmark = pytest.mark.integration
+
+
+def run_command(*args: str, settings: str = "testproject.settings",
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), str(REPO_ROOT)])
+    for name in ("PORT", "WEB_CONCURRENCY"):
+        full_env.pop(name, None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "django", "runprefork", f"--settings={settings}", *args],
+        capture_output=True, text=True, env=full_env, timeout=60, cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "settings", "expected"),
+    [
+        (["--workers", "0"], "testproject.settings", r"--workers 0 is invalid"),
+        (["--workers", "many"], "testproject.settings", r"--workers 'many' is invalid|"
+                                                        r"--workers many is invalid"),
+        (["--bind", "127.0.0.1:99999"], "testproject.settings", r"--bind .*99999.*"),
+        (["--timeout", "-1"], "testproject.settings", r"--timeout -1 is invalid"),
+        (["--worker-class", "eventlet"], "testproject.settings", r"--worker-class .*eventlet"),
+        ([], "testproject.settings_bad_prefork", r"unknown key 'WORKER'.*did you mean 'WORKERS'"),
+    ],
+    ids=["workers-zero", "workers-text", "port-range", "negative-timeout", "worker-class",
+         "unknown-key"],
+)
+def test_bad_settings_give_one_line_and_exit_code(args, settings, expected):
+    result = run_command(*args, settings=settings)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr  # one clear line, no traceback
+    assert re.search(expected, lines[0]), lines[0]
+    assert "Traceback" not in result.stderr
+    assert "Listening at" not in result.stdout  # nothing was bound
+
+
+def test_precedence_default_prefork_env_cli():
+    # PREFORK (settings_prefork) says WORKERS 2, TIMEOUT 17, KEEPALIVE 3.
+    result = run_command("--print-config", "--keep-alive", "9",
+                         settings="testproject.settings_prefork",
+                         env={"WEB_CONCURRENCY": "4"})
+    assert result.returncode == 0, result.stderr
+    values = {}
+    for line in result.stdout.splitlines():
+        match = re.match(r"\s*(\w+)\s*=\s*(.*?)\s+\((.+)\)\s*$", line)
+        if match:
+            values[match.group(1)] = (match.group(2), match.group(3))
+    assert values["timeout"] == ("17", "PREFORK")
+    assert values["workers"][0] == "4" and values["workers"][1] == "environment"
+    assert values["keepalive"] == ("9", "command line")
+    assert values["graceful_timeout"] == ("30", "default")
+
+
+def test_check_config_loads_the_app():
+    result = run_command("--check-config")
+    assert result.returncode == 0, result.stderr
+    assert "Configuration OK" in result.stdout
+    broken = run_command("--check-config", settings="testproject.settings_broken_app")
+    assert broken.returncode != 0
+    assert "simulated import error" in broken.stderr
+
+
+def test_banner_names_versions_addresses_and_workers():
+    import django
+
+    with running("--workers", "2", wait_workers=2) as server:
+        output = server.output
+        assert f"Django {django.get_version()}" in output
+        assert "'testproject.settings'" in output
+        assert re.search(rf"Listening at: http://127\.0\.0\.1:{server.port} \(pid {server.pid}\)",
+                         output)
+        assert server.port != 0
+        assert "Using worker: sync, 2 workers" in output
+
+
+def test_addrport_positional_and_ipv6():
+    server = Server("[::1]:0", bind=None)
+    with server:
+        server.start()
+        assert server.host == "::1"
+        assert server.get("/hello")[0] == 200
+
+
+def test_unix_socket_bind(tmp_path):
+    path = tmp_path / "prefork.sock"
+    server = Server(bind=f"unix:{path}")
+    with server:
+        server.start()
+        import socket
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            sock.sendall(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 200")
+        assert data.endswith(b"Hello, world")
+    assert not path.exists()  # removed at shutdown
+
+
+def test_address_in_use_is_one_line():
+    with running() as first:
+        result = run_command("--bind", f"127.0.0.1:{first.port}")
+    assert result.returncode != 0
+    assert "address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_call_command_rejects_bad_value():
+    with pytest.raises(CommandError, match=r"WORKERS|--workers|workers"):
+        call_command("runprefork", workers=0, skip_checks=True)
+
+
+def test_call_command_print_config(capsys):
+    call_command("runprefork", "--print-config", "--workers", "3")
+    out = capsys.readouterr().out
+    assert re.search(r"workers\s*=\s*3\s+\(command line\)", out)

@@ -1,0 +1,3 @@
+from testproject.settings import *  # noqa: F403
+
+PREFORK = {"WORKER": 2}

@@ -1,0 +1,17 @@
+from django.urls import path
+
+from testproject import views
+
+urlpatterns = [
+    path("hello", views.hello),
+    path("echo", views.echo),
+    path("upload", views.upload),
+    path("download", views.download),
+    path("stream", views.stream),
+    path("error", views.error),
+    path("sleep", views.sleep),
+    path("pid", views.pid),
+    path("environ", views.environ),
+    path("file", views.file_response),
+    path("db_connection", views.db_connection),
+]

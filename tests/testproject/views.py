@@ -1,0 +1,97 @@
+"""Views the integration tests call over real sockets."""
+
+import hashlib
+import os
+import tempfile
+import time
+
+from django.http import FileResponse, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+
+def hello(request):
+    return HttpResponse("Hello, world", content_type="text/plain")
+
+
+@csrf_exempt
+def echo(request):
+    return HttpResponse(request.body, content_type=request.content_type or "text/plain")
+
+
+@csrf_exempt
+def upload(request):
+    body = request.body
+    return JsonResponse({"length": len(body), "sha256": hashlib.sha256(body).hexdigest()})
+
+
+def pattern(size: int) -> bytes:
+    block = bytes(range(256))
+    return (block * (size // 256 + 1))[:size]
+
+
+def download(request):
+    return HttpResponse(pattern(int(request.GET.get("size", "1048576"))),
+                        content_type="application/octet-stream")
+
+
+def stream(request):
+    count = int(request.GET.get("chunks", "5"))
+    return StreamingHttpResponse((f"chunk {i}\n" for i in range(count)),
+                                 content_type="text/plain")
+
+
+def error(request):
+    raise RuntimeError("boom: a view raised on purpose")
+
+
+def sleep(request):
+    seconds = float(request.GET.get("s", "0.5"))
+    mark = request.GET.get("mark")
+    if mark:  # lets a test see that the request is in the worker's hands
+        with open(mark, "w") as f:
+            f.write(str(os.getpid()))
+    time.sleep(seconds)
+    return HttpResponse(f"slept {seconds} in {os.getpid()}", content_type="text/plain")
+
+
+def pid(request):
+    return HttpResponse(str(os.getpid()), content_type="text/plain")
+
+
+def environ(request):
+    keys = ("REMOTE_ADDR", "SERVER_NAME", "SERVER_PORT", "PATH_INFO", "QUERY_STRING",
+            "SCRIPT_NAME", "wsgi.url_scheme", "wsgi.multithread", "wsgi.multiprocess",
+            "SERVER_PROTOCOL", "REQUEST_METHOD")
+    data = {k: request.META.get(k) for k in keys}
+    data["headers"] = {k: v for k, v in request.META.items() if k.startswith("HTTP_")}
+    return JsonResponse(data)
+
+
+def file_response(request):
+    size = int(request.GET.get("size", "1048576"))
+    f = tempfile.TemporaryFile()  # noqa: SIM115 - FileResponse closes it
+    f.write(pattern(size))
+    f.seek(0)
+    return FileResponse(f, content_type="application/octet-stream")
+
+
+def db_connection(request):
+    """Hold a DB cursor while sleeping; say which connection this request had."""
+    import threading
+
+    from django.db import connection, connections
+
+    seconds = float(request.GET.get("s", "0.5"))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        time.sleep(seconds)
+        cursor.execute("SELECT 1")
+        row = cursor.fetchone()
+    return JsonResponse({
+        "pid": os.getpid(),
+        "connection": id(connection.connection),
+        "wrapper": id(connections["default"]),
+        "thread": threading.get_ident(),
+        "name": str(connection.settings_dict["NAME"]),
+        "row": row[0],
+    })

@@ -1,0 +1,25 @@
+"""The test project's WSGI application: Django, behind a tiny WSGI layer for raw cases.
+
+`/__wsgi__/raise` raises before start_response, so the server itself must answer 500 (Django
+turns a view's exception into its own 500 response and never lets it reach the server).
+"""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
+django_application = get_wsgi_application()
+
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/__wsgi__/raise":
+        raise RuntimeError("boom: the WSGI app raised before start_response")
+    if path == "/__wsgi__/echo":
+        # Reads wsgi.input to its end, as a WSGI app may for a chunked body (Django reads
+        # only CONTENT_LENGTH bytes, so it cannot see chunked uploads under any server).
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [body]
+    return django_application(environ, start_response)
