@@ -1,0 +1,1 @@
+"""A small Django project that shows django-prefork serving a real site."""
