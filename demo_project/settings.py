@@ -94,7 +94,7 @@ USE_TZ = True
 # Static files: `manage.py collectstatic` copies them to STATIC_ROOT, and WhiteNoise serves
 # them (compressed, with cache-busting names) from the Django workers.
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = os.environ.get("DJANGO_STATIC_ROOT") or BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -83,6 +83,8 @@ class Server:
         self.env["PYTHONUNBUFFERED"] = "1"
         for name in ("PORT", "WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS"):
             self.env.pop(name, None)
+        if manage_py:  # pytest-django exported the test project's settings module
+            self.env["DJANGO_SETTINGS_MODULE"] = "demo_project.settings"
         if env:
             self.env.update(env)
         self.cwd = cwd or REPO_ROOT

@@ -214,3 +214,27 @@ def test_usr1_is_accepted_and_server_keeps_serving():
         server.signal(signal.SIGUSR1)
         server.wait_for_line("Handling signal: usr1")
         assert server.get("/hello")[0] == 200
+
+
+def test_hup_loads_new_code(tmp_path: Path):
+    (tmp_path / "hupcode_settings.py").write_text(
+        "from testproject.settings import *\nWSGI_APPLICATION = 'hupcode_app.application'\n")
+    app = tmp_path / "hupcode_app.py"
+
+    def write_app(version: str) -> None:
+        app.write_text(
+            "def application(environ, start_response):\n"
+            "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+            f"    return [b'{version}']\n")
+
+    write_app("version 1")
+    server = Server(settings="hupcode_settings")
+    server.env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), server.env["PYTHONPATH"]])
+    server.env["PYTHONDONTWRITEBYTECODE"] = "1"
+    with server:
+        server.start()
+        assert server.get("/")[2] == b"version 1"
+        write_app("version 2")
+        server.signal(signal.SIGHUP)
+        wait_until(lambda: server.get("/")[2] == b"version 2", timeout=30, interval=0.2,
+                   message="the new code to be served after HUP")

@@ -430,15 +430,13 @@ class Arbiter:
 
     def _log_exit(self, record: WorkerRecord, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
-        if self.stopping or (record.retiring and code == 0):
-            log.info("Worker exiting (pid: %s)", record.pid)
+        if code == 0:
+            log.debug("Worker (pid:%s) exited", record.pid)  # it logged its own exit
         elif code < 0:
-            log.error("Worker (pid:%s) was sent %s!", record.pid,
-                      signal.Signals(-code).name if -code in signal.valid_signals() else -code)
-        elif code != 0:
-            log.error("Worker (pid:%s) exited with code %s", record.pid, code)
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else -code
+            log.error("Worker (pid:%s) was sent %s!", record.pid, name)
         else:
-            log.info("Worker exiting (pid: %s)", record.pid)
+            log.error("Worker (pid:%s) exited with code %s", record.pid, code)
 
     def _configure_logging(self) -> None:
         from django_prefork.logging import configure_logging

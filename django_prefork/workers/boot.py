@@ -49,6 +49,9 @@ def main() -> None:
         from django_prefork.workers.base import load_wsgi_app
 
         worker.app = load_wsgi_app()
+        # Loading the app may run django.setup() again (get_wsgi_application does), which
+        # re-applies LOGGING and can disable our loggers: wire them once more, last.
+        configure_logging(cfg)
     except Exception:
         # Reported once by this worker; the master stops instead of respawning forever.
         sys.stderr.write("Worker failed to boot:\n" + traceback.format_exc())

@@ -108,7 +108,6 @@ class Command(BaseCommand):
         from django_prefork.server.arbiter import Arbiter
         from django_prefork.server.sockets import BindError, create_listeners, systemd_listeners
 
-        configure_logging(cfg)
         app = None
         if cfg.preload_app:
             if cfg.worker_class == "gevent":
@@ -117,6 +116,8 @@ class Command(BaseCommand):
                 self.stderr.write("--preload is ignored with the gevent worker class.")
             else:
                 app = self.load_app()
+        # After the app is loaded: loading it may re-apply LOGGING (django.setup()).
+        configure_logging(cfg)
         try:
             listeners = systemd_listeners() or create_listeners(
                 [parse_bind(b) for b in cfg.bind], cfg.backlog)

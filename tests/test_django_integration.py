@@ -1,0 +1,107 @@
+"""Django integration end to end: deploy checks on real projects, logging through LOGGING."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from server import REPO_ROOT, TESTS_DIR, Server, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def manage(*args: str, env: dict[str, str] | None = None,
+           settings: str | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), str(REPO_ROOT)])
+    # pytest-django exported the test project's settings; manage.py must use its own.
+    full_env["DJANGO_SETTINGS_MODULE"] = "demo_project.settings"
+    full_env.update(env or {})
+    cmd = [sys.executable, str(REPO_ROOT / "manage.py"), *args]
+    if settings:
+        cmd.append(f"--settings={settings}")
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=120,
+                          cwd=REPO_ROOT, stdin=subprocess.DEVNULL)
+
+
+def test_demo_project_deploy_check_has_no_prefork_warnings(tmp_path: Path):
+    env = {"DJANGO_STATIC_ROOT": str(tmp_path / "static")}
+    collected = manage("collectstatic", "--noinput", env=env)
+    assert collected.returncode == 0, collected.stderr
+    result = manage("check", "--deploy", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "django_prefork." not in result.stdout + result.stderr
+
+
+def test_demo_project_without_collectstatic_is_flagged(tmp_path: Path):
+    env = {"DJANGO_STATIC_ROOT": str(tmp_path / "never-collected")}
+    result = manage("check", "--deploy", env=env)
+    assert "django_prefork.E002" in result.stdout + result.stderr
+
+
+def test_broken_static_setup_warns_in_a_temp_project(tmp_path: Path):
+    # DEBUG off, staticfiles installed, a local STATIC_URL, nothing to serve it.
+    (tmp_path / "brokenstatic.py").write_text(
+        "from testproject.settings import *\n"
+        "MIDDLEWARE = ['django.middleware.security.SecurityMiddleware',\n"
+        "              'django.middleware.common.CommonMiddleware']\n"
+    )
+    result = manage("check", "--deploy",
+                    env={"PYTHONPATH": os.pathsep.join([str(tmp_path), str(TESTS_DIR),
+                                                        str(REPO_ROOT)])},
+                    settings="brokenstatic")
+    output = result.stdout + result.stderr
+    assert "django_prefork.W002" in output
+    assert "HINT" in output
+
+
+def _settings_with_logging(tmp_path: Path) -> Server:
+    (tmp_path / "loggingsettings.py").write_text(
+        "from testproject.settings import *\n"
+        "LOGGING = {'version': 1, 'disable_existing_loggers': True,\n"
+        "           'handlers': {'null': {'class': 'logging.NullHandler'}},\n"
+        "           'root': {'handlers': ['null'], 'level': 'CRITICAL'}}\n"
+    )
+    access = tmp_path / "access.log"
+    server = Server("--access-logfile", str(access), settings="loggingsettings")
+    server.env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), server.env["PYTHONPATH"]])
+    return server
+
+
+def test_logging_that_disables_existing_loggers_keeps_access_lines(tmp_path: Path):
+    server = _settings_with_logging(tmp_path)
+    access = tmp_path / "access.log"
+    with server:
+        server.start()
+        assert server.get("/hello", headers={"User-Agent": "prefork-test"})[0] == 200
+        wait_until(lambda: access.exists() and "prefork-test" in access.read_text(),
+                   message="an access line despite disable_existing_loggers")
+        line = access.read_text().splitlines()[-1]
+        assert '"GET /hello HTTP/1.1" 200 12' in line
+
+
+def test_usr1_reopens_log_files_after_rotation(tmp_path: Path):
+    server = _settings_with_logging(tmp_path)
+    access = tmp_path / "access.log"
+    rotated = tmp_path / "access.log.1"
+    with server:
+        server.start()
+        server.get("/hello?before")
+        wait_until(lambda: access.exists() and "before" in access.read_text(),
+                   message="the first access line")
+        access.rename(rotated)
+        mark = len(server.lines)
+        server.signal(signal.SIGUSR1)
+        server.wait_for_line("Handling signal: usr1", start=mark)
+
+        def reopened() -> bool:
+            # The worker reopens on its own USR1; retry until its new file gets the line.
+            server.get("/hello?after")
+            return access.exists() and "after" in access.read_text()
+
+        wait_until(reopened, timeout=10, interval=0.2, message="a line in the new access.log")
+    assert "after" not in rotated.read_text()
