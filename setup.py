@@ -28,6 +28,10 @@ TEST_REQUIRES = [
     "whitenoise>=6.6",
     "hypothesis>=6.100",
     "gevent>=24.2",
+    # tests/test_packaging.py builds the sdist and wheel offline and checks them
+    "build>=1.2",
+    "twine>=5",
+    "setuptools>=77",
 ]
 
 setup(
@@ -65,7 +69,6 @@ setup(
         "Framework :: Django :: 6.0",
         "Framework :: Django :: 6.1",
         "Intended Audience :: Developers",
-        "License :: OSI Approved :: BSD License",
         "Operating System :: POSIX",
         "Programming Language :: Python",
         "Programming Language :: Python :: 3",
