@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from server import Server, pid_alive, running, wait_until
 
 pytestmark = pytest.mark.integration

@@ -10,6 +10,7 @@ import sys
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+
 from server import REPO_ROOT, TESTS_DIR, Server, running
 
 pytestmark = pytest.mark.integration

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from server import REPO_ROOT, TESTS_DIR, Server, wait_until
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ import json
 import socket
 
 import pytest
-from server import Server, wait_until
 
+from server import Server, wait_until
 from testproject.views import pattern
 
 pytestmark = pytest.mark.integration
