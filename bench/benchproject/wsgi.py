@@ -1,0 +1,10 @@
+"""The Django WSGI application, for gunicorn (`benchproject.wsgi:application`) and runprefork."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchproject.settings")
+application = get_wsgi_application()
