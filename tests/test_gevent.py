@@ -1,0 +1,175 @@
+"""The gevent worker over real sockets, and the W010 check.
+
+The behavioural checks are shared with the gthread worker (test_gthread.py); what is
+gevent's own: thousands of connections per worker, and one DB connection per greenlet.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+from test_gthread import (
+    check_concurrency,
+    check_hup_drains,
+    check_keepalive_reuse,
+    check_keepalive_timeout,
+    check_max_requests_drains,
+    check_pipelining,
+    check_slowloris,
+    check_term_drains,
+    check_ttou_drains,
+    check_worker_connections,
+    concurrent_gets,
+)
+
+from server import running
+
+pytest.importorskip("gevent")
+
+integration = pytest.mark.integration
+
+GEVENT = ("--worker-class", "gevent")
+
+
+@integration
+def test_gevent_runs_requests_concurrently():
+    # 200 connections in one worker: ~100 ms of sleeping in all (20 s serially).
+    check_concurrency((*GEVENT, "--worker-connections", "250"), limit=5.0)
+
+
+@integration
+def test_gevent_each_greenlet_has_its_own_db_connection(tmp_path: Path):
+    db = tmp_path / "db.sqlite3"
+    with running("--workers", "1", *GEVENT, env={"TESTPROJECT_DB": str(db)}) as server:
+        (worker,) = server.ready_workers()
+        results, elapsed = concurrent_gets(server, "/db_connection?s=0.5", 30)
+        errors = [r for r in results if not isinstance(r, tuple) or r[0] != 200]
+        assert errors == []
+        data = [json.loads(r[2]) for r in results]
+        assert {d["pid"] for d in data} == {worker}
+        assert {d["name"] for d in data} == {str(db)}
+        assert all(d["row"] == 1 for d in data)
+        # The 30 cursors were all held at the same time (0.5 s each, 15 s serially), so
+        # equal ids would mean a shared connection.
+        assert elapsed < 5
+        assert len({d["connection"] for d in data}) == 30
+        assert len({d["wrapper"] for d in data}) == 30
+        assert len({d["thread"] for d in data}) == 30
+        assert "Error" not in server.output
+
+
+@integration
+def test_gevent_environ_is_multithread():
+    with running("--workers", "1", *GEVENT) as server:
+        environ = json.loads(server.get("/environ")[2])
+        assert environ["wsgi.multithread"] is True
+        assert environ["wsgi.multiprocess"] is True
+
+
+@integration
+def test_gevent_keepalive_reuses_the_connection():
+    check_keepalive_reuse(GEVENT)
+
+
+@integration
+def test_gevent_pipelined_requests_in_order():
+    check_pipelining(GEVENT)
+
+
+@integration
+def test_gevent_idle_keepalive_connection_closed_after_timeout():
+    check_keepalive_timeout(GEVENT)
+
+
+@integration
+def test_gevent_keepalive_zero_closes_after_each_response():
+    with running("--workers", "1", *GEVENT, "--keep-alive", "0") as server:
+        assert server.get("/hello")[1]["connection"] == "close"
+
+
+@integration
+def test_gevent_worker_connections_pauses_accepting():
+    check_worker_connections(GEVENT)
+
+
+@integration
+def test_gevent_slowloris_does_not_block_others():
+    check_slowloris(GEVENT)
+
+
+@integration
+def test_gevent_term_drains_without_failures():
+    check_term_drains(GEVENT)
+
+
+@integration
+def test_gevent_hup_drains_without_failures():
+    check_hup_drains(GEVENT)
+
+
+@integration
+def test_gevent_ttou_drains_without_failures():
+    check_ttou_drains(GEVENT)
+
+
+@integration
+def test_gevent_max_requests_drains_without_failures():
+    check_max_requests_drains(GEVENT)
+
+
+@integration
+def test_gevent_ignores_preload():
+    with running("--workers", "1", *GEVENT, "--preload") as server:
+        assert "--preload is ignored with the gevent worker class" in server.output
+        assert server.get("/hello")[0] == 200
+
+
+# -- W010: gevent with persistent database connections --------------------------------------
+
+# The check only reads settings.DATABASES; no connection is opened with the overridden value.
+quiet_db_override = pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+
+def _w010(prefork: object, databases: dict) -> list:
+    from django_prefork.checks import check_gevent_persistent_connections
+
+    with override_settings(PREFORK=prefork, DATABASES=databases):
+        return check_gevent_persistent_connections()
+
+
+SQLITE = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+
+
+@quiet_db_override
+@pytest.mark.parametrize("max_age", [60, None])
+def test_w010_warns_for_gevent_with_persistent_connections(max_age):
+    databases = {"default": SQLITE, "other": {**SQLITE, "CONN_MAX_AGE": max_age}}
+    (message,) = _w010({"WORKER_CLASS": "gevent"}, databases)
+    assert message.id == "django_prefork.W010"
+    assert "DATABASES['other']" in message.msg
+    assert f"CONN_MAX_AGE = {max_age!r}" in message.msg
+    assert message.hint.endswith("checks.html#w010")
+
+
+@quiet_db_override
+@pytest.mark.parametrize("prefork, databases", [
+    ({"WORKER_CLASS": "gevent"}, {"default": SQLITE}),
+    ({"WORKER_CLASS": "gevent"}, {"default": {**SQLITE, "CONN_MAX_AGE": 0}}),
+    ({"WORKER_CLASS": "gthread"}, {"default": {**SQLITE, "CONN_MAX_AGE": 60}}),
+    ({}, {"default": {**SQLITE, "CONN_MAX_AGE": None}}),
+    (None, {"default": {**SQLITE, "CONN_MAX_AGE": None}}),
+])
+def test_w010_silent_otherwise(prefork, databases):
+    assert _w010(prefork, databases) == []
+
+
+@quiet_db_override
+def test_w010_is_registered_with_the_ordinary_checks():
+    from django.core import checks
+
+    with override_settings(PREFORK={"WORKER_CLASS": "gevent"},
+                           DATABASES={"default": {**SQLITE, "CONN_MAX_AGE": 30}}):
+        messages = checks.run_checks(tags=["prefork_settings"])
+    assert [m.id for m in messages] == ["django_prefork.W010"]
