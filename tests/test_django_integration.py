@@ -99,10 +99,17 @@ def test_usr1_reopens_log_files_after_rotation(tmp_path: Path):
         server.signal(signal.SIGUSR1)
         server.wait_for_line("Handling signal: usr1", start=mark)
 
+        attempt = 0
+
         def reopened() -> bool:
-            # The worker reopens on its own USR1; retry until its new file gets the line.
-            server.get("/hello?after")
-            return access.exists() and "after" in access.read_text()
+            # The worker reopens on its own USR1, a moment after the master: retry until a
+            # request's line lands in the new file.
+            nonlocal attempt
+            attempt += 1
+            server.get(f"/hello?after-{attempt}")
+            return access.exists() and f"after-{attempt}" in access.read_text()
 
         wait_until(reopened, timeout=10, interval=0.2, message="a line in the new access.log")
-    assert "after" not in rotated.read_text()
+        server.get("/hello?settled")
+        wait_until(lambda: "settled" in access.read_text(), message="the next line")
+    assert "settled" not in rotated.read_text()

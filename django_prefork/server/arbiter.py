@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,15 +255,29 @@ class Arbiter:
     def spawn_worker(self) -> None:
         self.worker_age += 1
         heartbeat = Heartbeat()
-        if self.app is not None:
+        if self._fork_spawns():
             pid = self._fork_worker(heartbeat)
         else:
             pid = self._exec_worker(heartbeat)
         self.workers[pid] = WorkerRecord(pid, self.worker_age, self.generation, heartbeat)
         log.info("Booting worker with pid: %s", pid)
 
+    def _fork_spawns(self) -> bool:
+        """Fork workers from this process, or start them as fresh interpreters?
+
+        Forking shares the master's imported Django with every worker (less memory, a boot
+        in milliseconds), and this process holds the code and settings as they are on disk
+        until a HUP. After a HUP only a fresh interpreter sees the new code, so later
+        generations are exec'd. gevent must patch the standard library before Django is
+        imported, which a fork of this process cannot do. With --preload the app lives here
+        and is always forked (and, as with gunicorn, a HUP does not reload its code).
+        """
+        if self.app is not None:
+            return True
+        return self.generation == 0 and self.cfg.worker_class != "gevent"
+
     def _exec_worker(self, heartbeat: Heartbeat) -> int:
-        """Start a worker as a fresh interpreter that inherits the sockets (the default)."""
+        """Start a worker as a fresh interpreter that inherits the sockets."""
         fds = [listener.fileno() for listener in self.listeners]
         spec = {
             "cfg": self.cfg.to_dict(),
@@ -288,14 +303,18 @@ class Arbiter:
         return pid
 
     def _fork_worker(self, heartbeat: Heartbeat) -> int:
-        """--preload: fork with the app already in memory (copy-on-write, fast boot)."""
-        from django_prefork.workers.base import worker_class_for
-
+        """Fork a worker that starts from this process's memory (copy-on-write)."""
         age = self.worker_age
         pid = os.fork()
         if pid != 0:
             return pid
         # Child: from here on we are a worker and must never return into the master's loop.
+        os._exit(self._run_forked_worker(age, heartbeat))
+
+    def _run_forked_worker(self, age: int, heartbeat: Heartbeat) -> int:
+        from django_prefork.logging import configure_logging
+        from django_prefork.workers.base import load_wsgi_app, worker_class_for
+
         status = 0
         try:
             for sig in HANDLED_SIGNALS:
@@ -304,9 +323,20 @@ class Arbiter:
             os.close(self._pipe_w)
             for record in self.workers.values():
                 record.heartbeat.close()
-            worker = worker_class_for(self.cfg.worker_class)(
+            app = self.app
+            if app is None:
+                try:
+                    app = load_wsgi_app()
+                except Exception:
+                    # Reported once by this worker; the master stops instead of respawning.
+                    sys.stderr.write("Worker failed to boot:\n" + traceback.format_exc())
+                    sys.stderr.flush()
+                    return WORKER_BOOT_ERROR
+                # Loading the app may re-apply LOGGING (django.setup()): wire ours again.
+                configure_logging(self.cfg)
+            worker = worker_class_for(self.cfg.worker_class, self.cfg)(
                 age=age, ppid=self.pid, listeners=self.listeners, cfg=self.cfg,
-                heartbeat=heartbeat, app=self.app,
+                heartbeat=heartbeat, app=app,
             )
             worker.start()
         except SystemExit as exc:
@@ -316,7 +346,7 @@ class Arbiter:
             status = 1
         finally:
             logging.shutdown()
-            os._exit(status)
+        return status
 
     def reload(self) -> None:
         """HUP: re-read settings in a fresh interpreter, then start a new generation."""

@@ -12,7 +12,7 @@ import errno
 import os
 import socket
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django_prefork.conf import BindSpec
 
@@ -31,15 +31,16 @@ class Listener:
     sock: socket.socket
     spec: str
     owns_path: bool = False  # a unix socket file we created and must remove on shutdown
+    #: The address actually bound (with the kernel's port when 0 was asked for); read once,
+    #: since every request's environ needs it.
+    address: tuple | str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.address = self.sock.getsockname()
 
     @property
     def family(self) -> int:
         return self.sock.family
-
-    @property
-    def address(self) -> tuple | str:
-        """The address actually bound (with the kernel's port when 0 was asked for)."""
-        return self.sock.getsockname()
 
     def url(self) -> str:
         addr = self.address

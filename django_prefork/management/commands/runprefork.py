@@ -131,14 +131,17 @@ class Command(BaseCommand):
             sys.exit(status)
 
     def print_banner(self, cfg: Config, listeners: list) -> None:
+        from django_prefork.workers.base import resolve_worker_class
+
+        worker_class = resolve_worker_class(cfg.worker_class, cfg)  # sync + threads = gthread
         quit_command = "CTRL-BREAK" if sys.platform == "win32" else "CONTROL-C"
         lines = [
             f"django-prefork {__version__}, Django {django.get_version()}, "
             f"using settings {settings.SETTINGS_MODULE!r}",
             *(f"Listening at: {listener.url()} (pid {os.getpid()})" for listener in listeners),
-            f"Using worker: {cfg.worker_class}, {cfg.workers} "
+            f"Using worker: {worker_class}, {cfg.workers} "
             f"worker{'s' if cfg.workers != 1 else ''}"
-            + (f", {cfg.threads} threads each" if cfg.worker_class == "gthread" else "")
+            + (f", {cfg.threads} threads each" if worker_class == "gthread" else "")
             + (", app preloaded" if cfg.preload_app else ""),
             f"Quit the server with {quit_command} (SIGTERM stops gracefully).",
         ]
