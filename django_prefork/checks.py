@@ -2,8 +2,9 @@
 
 Design (see docs/checks.md):
 
-* ``E001`` (PREFORK validation) and ``W009`` (ignored storage settings) are ordinary checks:
-  they run with every ``manage.py check``, ``runserver``, ``migrate`` and test run.
+* ``E001`` (PREFORK validation), ``W009`` (ignored storage settings) and ``W010`` (gevent
+  with persistent DB connections) are ordinary checks: they run with every ``manage.py
+  check``, ``runserver``, ``migrate`` and test run.
 * The static-file checks depend on ``DEBUG = False`` and on the deployed file system, so they
   are deployment checks: ``manage.py check --deploy`` runs them, Django's test runner does not.
 * ``W001`` (DEBUG = True) only means something while runprefork is serving. Django's own
@@ -438,9 +439,40 @@ def check_debug_while_serving(app_configs: Any = None, **kwargs: Any) -> list[Ch
     )]
 
 
+# --- worker class --------------------------------------------------------------------------
+
+def check_gevent_persistent_connections(app_configs: Any = None,
+                                        **kwargs: Any) -> list[CheckMessage]:
+    """W010: with gevent every greenlet opens its own DB connection; persistent ones pile up."""
+    prefork = getattr(settings, "PREFORK", None)
+    if not isinstance(prefork, dict) or prefork.get("WORKER_CLASS") != "gevent":
+        return []
+    messages: list[CheckMessage] = []
+    for alias, database in (getattr(settings, "DATABASES", None) or {}).items():
+        if not isinstance(database, dict):
+            continue
+        max_age = database.get("CONN_MAX_AGE", 0)
+        if max_age == 0:
+            continue
+        messages.append(Warning(
+            f"DATABASES[{alias!r}] has CONN_MAX_AGE = {max_age!r} with the gevent worker: "
+            "every greenlet (one per client connection) has its own database connection, "
+            "so a persistent one is never shared with other clients; it stays open while "
+            "its client's connection does, idle keep-alive included, up to "
+            "worker_connections database connections per worker.",
+            hint=_hint("Set CONN_MAX_AGE = 0 with the gevent worker; to reuse connections, "
+                       "put a connection pooler such as PgBouncer in front of the database.",
+                       "django_prefork.W010"),
+            obj=f"settings.DATABASES[{alias!r}]",
+            id="django_prefork.W010",
+        ))
+    return messages
+
+
 def register_checks() -> None:
     """Called from AppConfig.ready(); see the module docstring for the tag design."""
     checks.register(check_prefork_settings, TAG_SETTINGS)
+    checks.register(check_gevent_persistent_connections, TAG_SETTINGS)
     checks.register(check_ignored_storage_settings, TAG_STATIC)
     for check in (check_static_files, check_static_middleware_order,
                   check_static_dev_settings, check_static_storage):
