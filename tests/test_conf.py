@@ -70,6 +70,7 @@ def test_defaults_are_valid_and_match_gunicorn():
     assert (cfg.pidfile, cfg.proc_name) == (None, None)
     assert (cfg.limit_request_line, cfg.limit_request_fields,
             cfg.limit_request_field_size) == (4094, 100, 8190)
+    assert (cfg.header_timeout, cfg.limit_request_body, cfg.header_map) == (30, 0, "drop")
     assert cfg.forwarded_allow_ips == ["127.0.0.1", "::1"]
     assert cfg.secure_scheme_headers == {
         "X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}

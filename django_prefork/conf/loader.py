@@ -227,6 +227,9 @@ class Config:
     limit_request_line: int
     limit_request_fields: int
     limit_request_field_size: int
+    header_timeout: int
+    limit_request_body: int
+    header_map: str
     forwarded_allow_ips: list[str]
     secure_scheme_headers: dict[str, str]
 

@@ -76,6 +76,7 @@ SECTIONS = ("Server socket", "Worker processes", "Server mechanics", "Logging",
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 WORKER_CLASSES = ("sync", "gthread", "gevent")
+HEADER_MAPS = ("drop", "refuse", "dangerous")
 
 SETTINGS: tuple[Setting, ...] = (
     # -- Server socket
@@ -186,6 +187,22 @@ SETTINGS: tuple[Setting, ...] = (
         "limit_request_field_size", ("--limit-request-field-size",), 8190, IntRule(0),
         "Request limits",
         "Maximum size in bytes of one header field (0 = unlimited).", metavar="INT",
+    ),
+    Setting(
+        "header_timeout", ("--header-timeout",), 30, IntRule(0), "Request limits",
+        "Seconds a client has to send a complete request head (408, then close; 0 = no limit).",
+        metavar="INT",
+    ),
+    Setting(
+        "limit_request_body", ("--limit-request-body",), 0, IntRule(0), "Request limits",
+        "Maximum request body size in bytes, Content-Length or chunked (413; 0 = unlimited).",
+        metavar="INT",
+    ),
+    Setting(
+        "header_map", ("--header-map",), "drop", ChoiceRule(HEADER_MAPS), "Request limits",
+        "Header names with '_': drop them, refuse the request (400), or map them like '-' "
+        "(dangerous: X_Foo can pose as X-Foo).",
+        metavar="{" + ",".join(HEADER_MAPS) + "}", choices=HEADER_MAPS,
     ),
     # -- Proxies
     Setting(

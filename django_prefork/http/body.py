@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import httptools
-
 from .errors import IncompleteBody, InvalidBody
-from .parser import RequestHead, feed_chunked
+from .parser import ChunkedDecoder, Limits
 
 #: Read size when the application asks for "everything" or a line.
 READ_CHUNK = 64 * 1024
@@ -66,32 +64,30 @@ class LengthReader:
 
 
 class ChunkedReader:
-    """A chunked body, decoded by the message's llhttp parser (RFC 9112 §7.1)."""
+    """A chunked body, decoded by a strict, bounded `ChunkedDecoder` (RFC 9112 §7.1)."""
 
-    __slots__ = ("_head", "_pending", "_source", "_tail", "failed")
+    __slots__ = ("_decoded", "_decoder", "_pending", "_source", "failed")
 
-    def __init__(self, source: Source, head: RequestHead) -> None:
+    def __init__(self, source: Source, limits: Limits) -> None:
         self._source = source
-        self._head = head
+        self._decoder = ChunkedDecoder(limits)
+        self._decoded: list[bytes] = []
         self._pending = b""
-        self._tail = b""
         self.failed = False  # an error was raised: the connection cannot be reused
 
     @property
     def done(self) -> bool:
         """The whole message was received (decoded leftovers need no more reading)."""
-        return self._head.protocol.complete
+        return self._decoder.done
 
     def _feed(self, data: bytes) -> None:
         try:
-            used = feed_chunked(self._head, data, self._tail)
-        except httptools.HttpParserError as exc:
+            used = self._decoder.feed(data, self._decoded)
+        except InvalidBody:
             self.failed = True
-            raise InvalidBody(f"invalid chunked body: {exc}") from None
+            raise
         if used < len(data):
             self._source.unread(data[used:])
-        fed = self._tail + data[:used] if used < 3 else data[used - 3 : used]
-        self._tail = fed[-3:]
 
     def prefeed(self, data: bytes) -> None:
         """Decode body bytes that arrived with the head, so a bad chunk is a 400 up front."""
@@ -100,14 +96,13 @@ class ChunkedReader:
     def read_some(self, size: int) -> bytes:
         """Up to `size` decoded bytes (at least one unless the body is finished)."""
         pending = self._pending
-        protocol = self._head.protocol
         while not pending:
-            chunks = protocol.body
+            chunks = self._decoded
             if chunks:
                 pending = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 chunks.clear()
                 break
-            if protocol.complete:
+            if self._decoder.done:
                 return b""
             try:
                 data = self._source.recv_body(READ_CHUNK)
@@ -127,7 +122,7 @@ class ChunkedReader:
     def drain(self, budget: int) -> bool:
         """Discard up to `budget` decoded bytes; True when the body is finished."""
         self._pending = b""
-        self._head.protocol.body.clear()
+        self._decoded.clear()
         while budget > 0:
             data = self.read_some(budget)
             if not data:

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import time
 from typing import Any
 
 from .body import Body, ChunkedReader, LengthReader
-from .errors import ClientDisconnected, HTTPError, InvalidBody, error_response, status_for
+from .errors import (
+    BadRequest,
+    ClientDisconnected,
+    HTTPError,
+    InvalidBody,
+    RequestTimeout,
+    error_response,
+    status_for,
+)
 from .parser import Limits, RequestHead, find_head_end, parse_head
 from .response import Response
-from .wsgi import SERVER_SOFTWARE, ErrorStream, FileWrapper, build_environ
+from .wsgi import HEADER_MAPS, SERVER_SOFTWARE, ErrorStream, FileWrapper, build_environ
 
 #: Bytes asked of one recv().
 RECV_SIZE = 64 * 1024
@@ -28,6 +37,7 @@ _DEFAULT_SCHEME_HEADERS = {
     "X-FORWARDED-SSL": "on",
 }
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_UNSET = object()
 
 
 class _EmptyInput(Body):
@@ -64,7 +74,14 @@ class ServerContext:
             getattr(cfg, "limit_request_line", 4094),
             getattr(cfg, "limit_request_fields", 100),
             getattr(cfg, "limit_request_field_size", 8190),
+            getattr(cfg, "limit_request_body", 0),
         )
+        #: Seconds to receive a complete head, from the start of handle_request (0 = none).
+        self.header_timeout = float(getattr(cfg, "header_timeout", 30) or 0)
+        header_map = getattr(cfg, "header_map", "drop") or "drop"
+        if header_map not in HEADER_MAPS:
+            raise ValueError(f"header_map must be one of {HEADER_MAPS}, not {header_map!r}")
+        self.header_map = header_map
         self.is_ssl = bool(getattr(cfg, "is_ssl", False))
         self.default_scheme = "https" if self.is_ssl else "http"
         self.use_sendfile = not self.is_ssl
@@ -196,40 +213,86 @@ class HTTPConnection:
             ctx.current_request = None
 
     def _read_head(self) -> RequestHead | None:
-        """Read until a complete head is buffered; None at EOF before any byte."""
+        """Read until a complete head is buffered; None at EOF or timeout before any byte.
+
+        The whole head must arrive within `header_timeout` (from this call): each recv
+        waits at most what is left (never longer than the socket's own timeout), so a
+        client trickling bytes cannot hold the connection. A timeout with part of a head
+        received is a 408 (RFC 9110 §15.5.9); with nothing received, the connection is
+        just closed (an idle keep-alive or pre-opened connection is not an error).
+        """
         buf: bytes | bytearray = self._buf
         limits = self.ctx.limits
         scanned = 0
-        recv = self.sock.recv
-        while True:
-            if buf:
-                if buf[0] == 13 or buf[0] == 10:  # RFC 9112 §2.2: ignore empty lines first
-                    buf = bytes(buf).lstrip(b"\r\n")
-                    scanned = 0
-                    if not buf:
-                        continue
-                end = find_head_end(buf, scanned, limits)
-                if end > 0:
-                    break
-                scanned = max(0, len(buf) - 3)
-            try:
-                data = recv(RECV_SIZE)
-            except OSError:
-                self._buf = b""
+        sock = self.sock
+        recv = sock.recv
+        timeout = self.ctx.header_timeout
+        deadline = time.monotonic() + timeout if timeout else 0.0
+        original: Any = _UNSET
+        changed = skipped = False
+        try:
+            while True:
                 if buf:
+                    if buf[0] == 13 or buf[0] == 10:
+                        # RFC 9112 §2.2: a server SHOULD ignore at least one empty line before
+                        # the request-line; we ignore exactly one CRLF (docs/security.md).
+                        if not skipped and buf[:2] == b"\r\n":
+                            buf = bytes(buf[2:])
+                            skipped = True
+                            scanned = 0
+                            continue  # look again: a second empty line is refused
+                        if skipped or len(buf) > 1 or buf[0] == 10:
+                            raise BadRequest("empty line or bare LF before the request line")
+                    else:  # (a lone CR may be the start of the one CRLF: read on)
+                        end = find_head_end(buf, scanned, limits)
+                        if end > 0:
+                            break
+                        scanned = max(0, len(buf) - 3)
+                if deadline:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError("header_timeout")
+                    if original is _UNSET:
+                        original = sock.gettimeout()
+                    # (10 ms of slack: a socket timeout equal to header_timeout, as the
+                    # workers set, is left alone on the fast path)
+                    if original is None or original > left + 0.01:
+                        sock.settimeout(left)
+                        changed = True
+                    elif changed:
+                        sock.settimeout(original)
+                        changed = False
+                try:
+                    data = recv(RECV_SIZE)
+                except OSError:
+                    self._buf = b""
                     raise
-                return None  # idle keep-alive timeout or reset: just close
-            if not data:
-                self._buf = b""
-                if buf:
-                    raise ClientDisconnected("EOF inside a request head")
-                return None
-            if not buf:
-                buf = data
-            else:
-                if type(buf) is bytes:
-                    buf = bytearray(buf)  # a head in pieces: grow in place
-                buf += data
+                if not data:
+                    self._buf = b""
+                    if buf and buf != b"\r":
+                        raise ClientDisconnected("EOF inside a request head")
+                    return None
+                if not buf:
+                    buf = data
+                else:
+                    if type(buf) is bytes:
+                        buf = bytearray(buf)  # a head in pieces: grow in place
+                    buf += data
+        except TimeoutError:
+            self._buf = b""
+            if buf and buf != b"\r":
+                raise RequestTimeout() from None  # 408, then close
+            return None  # nothing of a request came: just close
+        except OSError:
+            if buf and buf != b"\r":
+                raise
+            return None  # reset before a request: just close
+        finally:
+            if changed:
+                try:
+                    sock.settimeout(original)
+                except OSError:
+                    pass
         if len(buf) == end:
             head_bytes = bytes(buf)
             self._buf = b""
@@ -242,7 +305,7 @@ class HTTPConnection:
         """Body reader and environ for a parsed head."""
         self.response_started = False
         if head.chunked:
-            reader: LengthReader | ChunkedReader | None = ChunkedReader(self, head)
+            reader: LengthReader | ChunkedReader | None = ChunkedReader(self, self.ctx.limits)
             wsgi_input = Body(reader)
             if self._buf:  # validate the chunks that came with the head (400, not an app error)
                 data = self._buf
@@ -259,7 +322,7 @@ class HTTPConnection:
         ctx = self.ctx
         return build_environ(
             self._base, head, wsgi_input, ctx.default_scheme, ctx.scheme_headers,
-            self._peer_trusted, self._unix,
+            self._peer_trusted, self._unix, ctx.header_map,
         )  # fmt: skip
 
     def _peer_trusted(self) -> bool:
@@ -283,6 +346,13 @@ class HTTPConnection:
             ok = True
         except ClientDisconnected as exc:
             ctx.error_log.debug("%s: client went away: %s", self.request_line, exc)
+        except InvalidBody as exc:  # a bad or too large chunked body the app did not handle
+            ctx.error_log.debug("%s: invalid request body: %s", self.request_line, exc)
+            if not response.headers_sent:
+                response.status = "400 Bad Request" if status_for(exc) == 400 else (
+                    "413 Content Too Large")
+                response.headers = []
+                self._send_quietly(error_response(status_for(exc), response.head_request))
         except Exception:
             ctx.error_log.exception("Error handling request %s", self.request_line)
             if not response.headers_sent:
@@ -344,6 +414,10 @@ class HTTPConnection:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("Invalid request from %s: %d %s", self.client_addr, status, exc)
         self._send_quietly(error_response(status))
+        try:  # FIN after the response: the client reads it before any reset for unread bytes
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
     # -- socket I/O used by body readers and the response -----------------------------------
 

@@ -46,7 +46,19 @@ class UnsupportedTransferCoding(HTTPError):
 
 
 class VersionNotSupported(HTTPError):
-    """An HTTP version other than 1.0 or 1.1 on the request line."""
+    """A well-formed HTTP version other than 1.0 or 1.1 on the request line."""
+
+
+class ExpectationFailed(HTTPError):
+    """An Expect value other than 100-continue (RFC 9110 §10.1.1)."""
+
+
+class RequestTimeout(HTTPError):
+    """The request head did not arrive completely within `header_timeout`."""
+
+
+class PayloadTooLarge(HTTPError):
+    """Content-Length above `limit_request_body` (refused before the body is read)."""
 
 
 class ClientDisconnected(ConnectionError):
@@ -61,6 +73,10 @@ class InvalidBody(OSError):
     """The chunked request body is malformed; seen by the application while it reads."""
 
 
+class BodyTooLarge(InvalidBody):
+    """A chunked body grew past `limit_request_body` while it was read."""
+
+
 class ResponseError(Exception):
     """The application produced an invalid response (status, header, framing)."""
 
@@ -71,6 +87,10 @@ STATUS_BY_ERROR: dict[type[BaseException], int] = {
     BadRequest: 400,
     InvalidSchemeHeaders: 400,
     InvalidBody: 400,
+    BodyTooLarge: 413,
+    PayloadTooLarge: 413,
+    RequestTimeout: 408,
+    ExpectationFailed: 417,
     RequestLineTooLong: 414,
     TooManyHeaders: 431,
     HeaderFieldTooLong: 431,

@@ -41,7 +41,7 @@ def _parse_status(status: Any) -> tuple[int, bytes]:
     if (
         type(status) is not str
         or len(status) < 3
-        or not status[:3].isdigit()
+        or not (status[:3].isdigit() and status[:3].isascii())
         or (len(status) > 3 and status[3] != " ")
         or not status.isprintable()
     ):
@@ -190,7 +190,7 @@ class Response:
         self.no_body = no_body
 
         length = None
-        has_date = has_server = False
+        has_date = has_server = app_close = False
         parts = []
         for name, value in self.headers:
             if type(name) is not str or type(value) is not str:
@@ -214,7 +214,11 @@ class Response:
                 elif lname == "server":
                     has_server = True
                 else:
-                    continue  # hop-by-hop (RFC 9110 §7.6.1)
+                    # Hop-by-hop (RFC 9110 §7.6.1): framing and persistence are the server's.
+                    # The app's wish to close is honoured; the field is rewritten by us.
+                    if lname == "connection" and "close" in value.lower():
+                        app_close = True
+                    continue
             parts.append(f"{name}: {value}\r\n")
         block = "".join(parts)
         n = len(parts)
@@ -228,7 +232,8 @@ class Response:
             extra.append(_SERVER)
 
         conn = self.conn
-        keep = self.keep_alive and not conn.ctx.draining and conn.body_allows_keep_alive()
+        keep = (self.keep_alive and not app_close and not conn.ctx.draining
+                and conn.body_allows_keep_alive())
         if no_body:
             if length is None and total is not None and head_request and code not in (204, 304):
                 extra.append(f"Content-Length: {total}\r\n")  # HEAD: what GET would say

@@ -57,23 +57,30 @@ class FileWrapper:
             yield data
 
 
-# Header name (bytes, as received) -> environ key; "" for names we drop. Bounded: the names
-# come from clients.
+# Header name (bytes, as received) -> environ key, for names without "_" only. Bounded: the
+# names come from clients.
 _KEYS: dict[bytes, str] = {}
 _KEYS_MAX = 512
+HEADER_MAPS = ("drop", "refuse", "dangerous")
 
 
-def _environ_key(name: bytes) -> str:
-    """The environ key of a header, "" when dropped (names with "_" could spoof "-" ones)."""
+def _environ_key(name: bytes, header_map: str) -> str:
+    """The environ key of a header; "" when dropped.
+
+    A name with "_" would become the same key as its "-" twin ("X_Forwarded_Proto" poses
+    as "X-Forwarded-Proto"), so per `header_map` it is dropped (default, as Django's
+    runserver), refused (400) or, "dangerous", mapped anyway (gunicorn's setting).
+    """
     text = name.decode("latin-1")
+    key = text.upper().replace("-", "_")
+    if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        key = "HTTP_" + key
     if "_" in text:
-        # Like Django's runserver: "X_Forwarded_Proto" must not become HTTP_X_FORWARDED_PROTO.
-        key = ""
-    else:
-        key = text.upper().replace("-", "_")
-        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            key = "HTTP_" + key
-    if len(_KEYS) < _KEYS_MAX:
+        if header_map == "refuse":
+            raise BadRequest(f"header name with underscore: {text!r}")
+        if header_map != "dangerous":
+            return ""
+    elif len(_KEYS) < _KEYS_MAX:
         _KEYS[name] = key
     return key
 
@@ -97,12 +104,14 @@ def build_environ(
     scheme_headers: tuple[tuple[str, str], ...],
     trusted: Callable[[], bool],
     unix: bool,
+    header_map: str = "drop",
 ) -> dict[str, Any]:
     """The environ of one request: a copy of the connection's prepared `base` plus the request.
 
     `scheme_headers` are (environ key, value meaning https) pairs, obeyed only when
     `trusted()` (asked only if one is present) says the peer is a trusted proxy; `unix` means
-    SERVER_NAME/PORT come from the Host header.
+    SERVER_NAME/PORT come from the Host header; `header_map` says what to do with header
+    names containing "_" (see `_environ_key`).
     """
     environ = base.copy()
     target = head.target
@@ -114,7 +123,7 @@ def build_environ(
     for name, value in head.headers:
         key = _KEYS.get(name)
         if key is None:
-            key = _environ_key(name)
+            key = _environ_key(name, header_map)
         if not key:
             continue
         text = value.decode("latin-1").rstrip(" \t")  # trailing OWS (RFC 9110 §5.5)

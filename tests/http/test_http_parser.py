@@ -134,9 +134,11 @@ def test_http10_needs_no_host():
     assert ex.responses()[0].status == 200
 
 
-def test_leading_empty_lines_ignored():
-    ex = exchange(simple_app(), b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+def test_one_leading_empty_line_ignored_a_second_refused():
+    # RFC 9112 §2.2 asks to ignore at least one; we ignore exactly one (docs/security.md).
+    ex = exchange(simple_app(), b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert ex.responses()[0].status == 200
+    refused(b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", 400)
 
 
 def test_head_split_across_many_reads():

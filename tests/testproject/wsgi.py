@@ -2,11 +2,15 @@
 
 `/__wsgi__/raise` raises before start_response, so the server itself must answer 500 (Django
 turns a view's exception into its own 500 response and never lets it reach the server).
+`/__wsgi__/parse` (and below it, and `OPTIONS *`) answers with the server's parse of the
+request as JSON, for the HTTP conformance corpus (tests/http/corpus/).
 """
 
 import os
 
 from django.core.wsgi import get_wsgi_application
+
+from testproject.parse import application as parse_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
 django_application = get_wsgi_application()
@@ -22,4 +26,6 @@ def application(environ, start_response):
         body = environ["wsgi.input"].read()
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return [body]
+    if path.startswith("/__wsgi__/parse") or path == "*":  # OPTIONS * too
+        return parse_application(environ, start_response)
     return django_application(environ, start_response)
