@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from django_prefork.logging import ErrorStream
+
 from .errors import BadRequest, InvalidSchemeHeaders
 from .parser import RequestHead
 
+__all__ = ["HEADER_MAPS", "SERVER_SOFTWARE", "ErrorStream", "FileWrapper", "build_environ"]
+
 SERVER_SOFTWARE = "django-prefork"
-
-
-class ErrorStream:
-    """`wsgi.errors`: what the application writes goes to the error log."""
-
-    __slots__ = ("_log",)
-
-    def __init__(self, log: logging.Logger) -> None:
-        self._log = log
-
-    def write(self, data: str) -> int:
-        text = data.rstrip("\n") if isinstance(data, str) else repr(data)
-        if text:
-            self._log.error("%s", text)
-        return len(data)
-
-    def writelines(self, lines: list[str]) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        """Log records are written as they come."""
 
 
 class FileWrapper:

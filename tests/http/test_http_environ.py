@@ -223,3 +223,18 @@ def test_multithread_flag_from_ctx():
     ctx = ServerContext(app, make_cfg(), multithread=True, multiprocess=False)
     exchange(app, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", ctx=ctx)
     assert seen["wsgi.multithread"] is True and seen["wsgi.multiprocess"] is False
+
+
+def test_wsgi_errors_writes_whole_lines_to_the_error_log(caplog):
+    """print(..., file=environ['wsgi.errors']) writes text and newline separately."""
+    import logging
+
+    from django_prefork.logging import ErrorStream
+
+    stream = ErrorStream(logging.getLogger("django_prefork.error"))
+    with caplog.at_level(logging.INFO, logger="django_prefork.error"):
+        print("half", "and half", file=stream)
+        stream.write("no newline yet")
+        stream.flush()
+    messages = [r.getMessage() for r in caplog.records if r.name == "django_prefork.error"]
+    assert messages == ["half and half", "no newline yet"]
