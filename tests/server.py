@@ -56,6 +56,15 @@ def children_of(pid: int) -> list[int]:
     return sorted(found)
 
 
+def is_zygote(pid: int) -> bool:
+    """The master's zygote names itself so in its process title."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"zygote" in f.read()
+    except OSError:
+        return False
+
+
 def pid_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -168,9 +177,10 @@ class Server:
         return sorted(booted & children)
 
     def worker_pids(self) -> list[int]:
+        """Children of the master that are workers (not a zygote)."""
         pids = children_of(self.pid)
         self._known_children |= set(pids)
-        return pids
+        return [pid for pid in pids if not is_zygote(pid)]
 
     def signal(self, sig: int) -> None:
         os.kill(self.pid, sig)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server import Server, pid_alive, running, wait_until
+from server import Server, children_of, is_zygote, pid_alive, running, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -239,3 +239,19 @@ def test_hup_loads_new_code(tmp_path: Path):
         server.signal(signal.SIGHUP)
         wait_until(lambda: server.get("/")[2] == b"version 2", timeout=30, interval=0.2,
                    message="the new code to be served after HUP")
+
+
+def test_gevent_workers_fork_from_a_zygote_that_exits_with_the_master():
+    with running("--workers", "2", "--worker-class", "gevent", wait_workers=2) as server:
+        zygotes = [pid for pid in children_of(server.pid) if is_zygote(pid)]
+        assert len(zygotes) == 1, server.output
+        victim = server.ready_workers()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: len(server.ready_workers()) == 2 and
+                   victim not in server.ready_workers(), message="a worker forked anew")
+        assert server.get("/hello")[0] == 200
+        workers = server.ready_workers()
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait_exit(timeout=10)
+        wait_until(lambda: not any(pid_alive(p) for p in [*zygotes, *workers]), timeout=10,
+                   message="the zygote and the workers to exit after the master died")

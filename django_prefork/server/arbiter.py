@@ -21,13 +21,13 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
 from django_prefork.conf import Config, ConfigError, parse_bind
 from django_prefork.server.pidfile import Pidfile
 from django_prefork.server.sockets import BindError, Listener, create_listeners
+from django_prefork.server.zygote import Zygote, ZygoteError, become_subreaper
 from django_prefork.workers.base import WORKER_BOOT_ERROR, set_process_title
 from django_prefork.workers.boot import ENV_VAR as WORKER_ENV_VAR
 from django_prefork.workers.heartbeat import Heartbeat
@@ -99,6 +99,8 @@ class Arbiter:
         self.stopping = False
         self.pidfile: Pidfile | None = None
         self._cfg_before_reload: Config | None = None
+        self.zygotes: dict[int, Zygote] = {}
+        self.subreaper = False
         self._pipe_r, self._pipe_w = os.pipe()
         for fd in (self._pipe_r, self._pipe_w):
             os.set_blocking(fd, False)
@@ -130,6 +132,7 @@ class Arbiter:
             self.pidfile.create(self.pid)
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, self._queue_signal)
+        self.subreaper = become_subreaper()
         log.info("Starting django-prefork master (pid: %s)", self.pid)
 
     # -- the loop's steps ------------------------------------------------------------------
@@ -190,12 +193,13 @@ class Arbiter:
                 return
             record = self.workers.pop(pid, None)
             if record is None:
+                self._forget_zygote(pid, status)
                 continue
             record.heartbeat.close()
             self._log_exit(record, status)
             code = os.waitstatus_to_exitcode(status)
             if code == WORKER_BOOT_ERROR and not record.ready:
-                self._on_boot_failure(record)
+                self._on_boot_failure(record.generation)
 
     def murder_hung_workers(self) -> None:
         if not self.cfg.timeout:
@@ -233,7 +237,10 @@ class Arbiter:
             missing = self.num_workers - len(current)
             if not self.generation_booted:
                 missing = 0 if current else 1
+            generation = self.generation
             for _ in range(missing):
+                if self.generation != generation:
+                    break  # a failed boot rolled back to the previous generation
                 self.spawn_worker()
         elif len(current) > self.num_workers:
             excess = sorted(current, key=lambda r: r.age)[: len(current) - self.num_workers]
@@ -242,6 +249,7 @@ class Arbiter:
 
     def finish_reload(self) -> None:
         """After a HUP: once the new generation is fully up, retire the old workers."""
+        self._stop_unused_zygotes()
         old = [r for r in self.workers.values()
                if r.generation < self.generation and not r.retiring]
         if not old:
@@ -255,26 +263,55 @@ class Arbiter:
     def spawn_worker(self) -> None:
         self.worker_age += 1
         heartbeat = Heartbeat()
-        if self._fork_spawns():
+        method = self._spawn_method()
+        if method == "fork":
             pid = self._fork_worker(heartbeat)
+        elif method == "zygote":
+            try:
+                pid = self._zygote().fork_worker(self.worker_age, heartbeat)
+            except ZygoteError as exc:
+                heartbeat.close()
+                log.error("Worker failed to boot: %s", exc)
+                self._on_boot_failure(self.generation)
+                return
         else:
             pid = self._exec_worker(heartbeat)
         self.workers[pid] = WorkerRecord(pid, self.worker_age, self.generation, heartbeat)
         log.info("Booting worker with pid: %s", pid)
 
-    def _fork_spawns(self) -> bool:
-        """Fork workers from this process, or start them as fresh interpreters?
+    def _spawn_method(self) -> str:
+        """How the next worker starts: "fork" (of this process), "zygote" or "exec".
 
         Forking shares the master's imported Django with every worker (less memory, a boot
-        in milliseconds), and this process holds the code and settings as they are on disk
-        until a HUP. After a HUP only a fresh interpreter sees the new code, so later
-        generations are exec'd. gevent must patch the standard library before Django is
-        imported, which a fork of this process cannot do. With --preload the app lives here
-        and is always forked (and, as with gunicorn, a HUP does not reload its code).
+        in milliseconds), and this process holds the code and settings as they were on disk
+        at start. After a HUP only a fresh interpreter sees the new code, and gevent must
+        patch the standard library before Django is imported, which a fork of this process
+        cannot do: those workers come from a zygote (a fresh interpreter that imports Django
+        once and forks them), or are exec'd one by one where no zygote can be had. With
+        --preload the app lives here and is always forked (and, as with gunicorn, a HUP does
+        not reload its code).
         """
         if self.app is not None:
-            return True
-        return self.generation == 0 and self.cfg.worker_class != "gevent"
+            return "fork"
+        if self.generation == 0 and self.cfg.worker_class != "gevent":
+            return "fork"
+        return "zygote" if self.subreaper else "exec"
+
+    def _zygote(self) -> Zygote:
+        """The current generation's zygote, started (and waited for) on first use."""
+        zygote = self.zygotes.get(self.generation)
+        if zygote is None:
+            zygote = Zygote(self.cfg, self.listeners, self.generation)
+            self.zygotes[self.generation] = zygote
+            log.info("Booting zygote with pid: %s", zygote.pid)
+            zygote.wait_ready()
+        return zygote
+
+    def _stop_unused_zygotes(self) -> None:
+        for generation, zygote in list(self.zygotes.items()):
+            if generation != self.generation and not self._workers_of(generation):
+                zygote.stop()
+                del self.zygotes[generation]
 
     def _exec_worker(self, heartbeat: Heartbeat) -> int:
         """Start a worker as a fresh interpreter that inherits the sockets."""
@@ -312,41 +349,18 @@ class Arbiter:
         os._exit(self._run_forked_worker(age, heartbeat))
 
     def _run_forked_worker(self, age: int, heartbeat: Heartbeat) -> int:
-        from django_prefork.logging import configure_logging
-        from django_prefork.workers.base import load_wsgi_app, worker_class_for
+        from django_prefork.workers.base import run_worker_in_child
 
-        status = 0
-        try:
-            for sig in HANDLED_SIGNALS:
-                signal.signal(sig, signal.SIG_DFL)
-            os.close(self._pipe_r)
-            os.close(self._pipe_w)
-            for record in self.workers.values():
-                record.heartbeat.close()
-            app = self.app
-            if app is None:
-                try:
-                    app = load_wsgi_app()
-                except Exception:
-                    # Reported once by this worker; the master stops instead of respawning.
-                    sys.stderr.write("Worker failed to boot:\n" + traceback.format_exc())
-                    sys.stderr.flush()
-                    return WORKER_BOOT_ERROR
-                # Loading the app may re-apply LOGGING (django.setup()): wire ours again.
-                configure_logging(self.cfg)
-            worker = worker_class_for(self.cfg.worker_class, self.cfg)(
-                age=age, ppid=self.pid, listeners=self.listeners, cfg=self.cfg,
-                heartbeat=heartbeat, app=app,
-            )
-            worker.start()
-        except SystemExit as exc:
-            status = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:
-            log.exception("Exception in worker process")
-            status = 1
-        finally:
-            logging.shutdown()
-        return status
+        for sig in HANDLED_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        os.close(self._pipe_r)
+        os.close(self._pipe_w)
+        for record in self.workers.values():
+            record.heartbeat.close()
+        for zygote in self.zygotes.values():
+            zygote.close_control()
+        return run_worker_in_child(cfg=self.cfg, listeners=self.listeners, heartbeat=heartbeat,
+                                   age=age, ppid=self.pid, app=self.app)
 
     def reload(self) -> None:
         """HUP: re-read settings in a fresh interpreter, then start a new generation."""
@@ -387,6 +401,8 @@ class Arbiter:
         self.stopping = True
         for listener in self.listeners:
             listener.close()
+        for zygote in self.zygotes.values():
+            zygote.stop()
         sig = signal.SIGTERM if graceful else signal.SIGQUIT
         for pid in list(self.workers):
             self._kill(pid, sig)
@@ -440,8 +456,17 @@ class Arbiter:
         except ProcessLookupError:
             pass
 
-    def _on_boot_failure(self, record: WorkerRecord) -> None:
-        if record.generation == self.generation and not self.generation_booted:
+    def _forget_zygote(self, pid: int, status: int) -> None:
+        for generation, zygote in list(self.zygotes.items()):
+            if zygote.pid == pid:
+                del self.zygotes[generation]
+                zygote.stop()
+                if not self.stopping:
+                    code = os.waitstatus_to_exitcode(status)
+                    log.warning("Zygote (pid:%s) exited with code %s", pid, code)
+
+    def _on_boot_failure(self, generation: int) -> None:
+        if generation == self.generation and not self.generation_booted:
             if self.generation == 0:
                 raise HaltServer("Worker failed to boot.", WORKER_BOOT_ERROR)
             # A reload whose new code cannot boot: keep the old generation serving.
@@ -449,8 +474,11 @@ class Arbiter:
                       "keep serving.")
             self.generation -= 1
             self.generation_booted = True
-            for other in self._workers_of(record.generation):
+            for other in self._workers_of(generation):
                 self._retire(other)
+            failed = self.zygotes.pop(generation, None)
+            if failed is not None:
+                failed.stop()
             if self._cfg_before_reload is not None:
                 self.cfg = self._cfg_before_reload
                 self.num_workers = self.cfg.workers

@@ -221,3 +221,41 @@ def worker_class_for(name: str, cfg: Any = None) -> type[Worker]:
 
         return GeventWorker
     raise ValueError(f"unknown worker class {name!r}")
+
+
+def run_worker_in_child(
+    *, cfg: Any, listeners: list[Listener], heartbeat: Heartbeat, age: int, ppid: int,
+    app: Any = None,
+) -> int:
+    """Turn a freshly forked child into a worker and serve; return the exit status.
+
+    Shared by the master's own forks and the zygote's. The app is loaded here unless it was
+    preloaded, so a broken project fails in one worker, reported once, with WORKER_BOOT_ERROR.
+    """
+    import logging as std_logging
+
+    from django_prefork.logging import configure_logging
+
+    status = 0
+    try:
+        if app is None:
+            try:
+                app = load_wsgi_app()
+            except Exception:
+                sys.stderr.write("Worker failed to boot:\n" + traceback.format_exc())
+                sys.stderr.flush()
+                return WORKER_BOOT_ERROR
+            # Loading the app may re-apply LOGGING (django.setup()): wire ours again.
+            configure_logging(cfg)
+        worker = worker_class_for(cfg.worker_class, cfg)(
+            age=age, ppid=ppid, listeners=listeners, cfg=cfg, heartbeat=heartbeat, app=app,
+        )
+        worker.start()
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        log.exception("Exception in worker process")
+        status = 1
+    finally:
+        std_logging.shutdown()
+    return status
