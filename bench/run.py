@@ -233,6 +233,15 @@ def children_of(pid: int) -> list[int]:
     return sorted(found)
 
 
+def is_zygote(pid: int) -> bool:
+    """runprefork's zygote names itself so in its process title."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"zygote" in f.read()
+    except OSError:
+        return False
+
+
 def cpu_seconds(pid: int) -> float | None:
     """utime + stime of one process (all its threads), in seconds."""
     fields = _stat_fields(pid)
@@ -330,7 +339,7 @@ class ServerProcess:
         while True:
             self.workers = children_of(self.proc.pid)
             self._known |= set(self.workers)
-            if len(self.workers) >= n_workers:
+            if len([pid for pid in self.workers if not is_zygote(pid)]) >= n_workers:
                 break
             self._check_alive(deadline)
             time.sleep(0.05)
@@ -477,8 +486,11 @@ def measure(kind: str, worker_class: str, row: Row, args: argparse.Namespace, wr
             run_load(load_command(wrk, row, server.port, args.warmup, args.client_threads,
                                   workdir), args.warmup)
         assert server.proc is not None
-        workers = server.refresh_workers()
-        pids = [server.proc.pid, *workers]
+        children = server.refresh_workers()
+        # runprefork's zygote (after a HUP, and for gevent) forks the workers and serves
+        # nothing: its CPU counts as the server's, but it is no worker for memory or spread.
+        workers = [pid for pid in children if not is_zygote(pid)]
+        pids = [server.proc.pid, *children]
         before = {pid: cpu_seconds(pid) for pid in pids}
         sampler = MemorySampler(workers)
         sampler.start()
@@ -486,7 +498,7 @@ def measure(kind: str, worker_class: str, row: Row, args: argparse.Namespace, wr
                                       args.client_threads, workdir), args.duration)
         after = {pid: cpu_seconds(pid) for pid in pids}
         peaks = sampler.stop()
-        if set(server.refresh_workers()) != set(workers):
+        if set(server.refresh_workers()) != set(children):
             result.error = "a worker was replaced during the run (CPU of the new one not counted)"
     except Exception as exc:  # report the row as failed, go on with the others
         result.ok = False
