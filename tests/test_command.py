@@ -137,3 +137,20 @@ def test_call_command_print_config(capsys):
     call_command("runprefork", "--print-config", "--workers", "3")
     out = capsys.readouterr().out
     assert re.search(r"workers\s*=\s*3\s+\(command line\)", out)
+
+
+def test_debug_true_is_warned_about_at_start_up(tmp_path):
+    (tmp_path / "debugsettings.py").write_text("from testproject.settings import *\nDEBUG = True\n")
+    result = run_command("--check-config", settings="debugsettings",
+                         env={"PYTHONPATH": os.pathsep.join([str(tmp_path), str(TESTS_DIR),
+                                                             str(REPO_ROOT)])})
+    assert result.returncode == 0, result.stderr
+    assert "django_prefork.W001" in result.stdout + result.stderr
+    # `manage.py check` alone does not say it: only serving with DEBUG on is a problem.
+    check = subprocess.run(
+        [sys.executable, "-m", "django", "check", "--settings=debugsettings"],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(TESTS_DIR),
+                                                          str(REPO_ROOT)])},
+    )
+    assert "django_prefork.W001" not in check.stdout + check.stderr
