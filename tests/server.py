@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TESTS_DIR = REPO_ROOT / "tests"
@@ -106,10 +107,12 @@ class Server:
         self._known_children: set[int] = set()
 
     # -- life cycle ------------------------------------------------------------------------
-    def start(self, wait_workers: int | None = 1, timeout: float = 30.0) -> Server:
+    def start(self, wait_workers: int | None = 1, timeout: float = 30.0,
+              **popen_kwargs: Any) -> Server:
         self.proc = subprocess.Popen(
             self.cmd, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            **popen_kwargs,
         )
         threading.Thread(target=self._read_output, daemon=True).start()
         if wait_workers:

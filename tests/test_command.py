@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 
@@ -154,3 +155,39 @@ def test_debug_true_is_warned_about_at_start_up(tmp_path):
                                                           str(REPO_ROOT)])},
     )
     assert "django_prefork.W001" not in check.stdout + check.stderr
+
+
+def _inherited_listener() -> tuple[socket.socket, int]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return sock, sock.getsockname()[1]
+
+
+def _serve_on_fd3(extra_args: list[str], env: dict[str, str], sock: socket.socket) -> Server:
+    """Start runprefork with sock as fd 3, as systemd or a supervisor would hand it over."""
+    server = Server(*extra_args, bind=None)
+    server.env.update(env)
+    # LISTEN_PID must name the server process itself: a shell that execs it keeps its pid.
+    server.cmd = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh", *server.cmd]
+    fd = sock.fileno()
+    server.start(pass_fds=(3,), preexec_fn=lambda: os.dup2(fd, 3))
+    return server
+
+
+def test_systemd_socket_activation():
+    sock, port = _inherited_listener()
+    with sock:
+        server = _serve_on_fd3([], {"LISTEN_FDS": "1"}, sock)
+        with server:
+            assert server.port == port
+            assert server.get("/hello")[0] == 200
+
+
+def test_bind_to_an_inherited_fd():
+    sock, port = _inherited_listener()
+    with sock:
+        server = _serve_on_fd3(["--bind", "fd://3"], {}, sock)
+        with server:
+            assert server.port == port
+            assert server.get("/hello")[0] == 200
