@@ -13,6 +13,7 @@ import pytest
 from django.test import override_settings
 from test_gthread import (
     check_concurrency,
+    check_connections_spread,
     check_hup_drains,
     check_keepalive_reuse,
     check_keepalive_timeout,
@@ -173,3 +174,9 @@ def test_w010_is_registered_with_the_ordinary_checks():
                            DATABASES={"default": {**SQLITE, "CONN_MAX_AGE": 30}}):
         messages = checks.run_checks(tags=["prefork_settings"])
     assert [m.id for m in messages] == ["django_prefork.W010"]
+
+
+@integration
+def test_gevent_spreads_connections_over_workers():
+    check_connections_spread(GEVENT)
+

@@ -31,7 +31,6 @@ _spec.loader.exec_module(corpus)  # type: ignore[union-attr]
 
 CASES = corpus.load_cases()
 WORKERS = ("sync", "gthread", "gevent")
-_WORKER_MODULES = {"gthread": "gthread.py", "gevent": "ggevent.py"}
 
 
 def _absent_reason(name: str) -> str | None:
@@ -49,16 +48,6 @@ def _absent_reason(name: str) -> str | None:
 
 
 _ABSENT = {name: _absent_reason(name) for name in WORKERS}
-
-
-def _waits_for_heads_itself(worker: str) -> bool:
-    """gthread/gevent wait for a complete head before calling the HTTP core; until they
-    apply `header_timeout` there (see docs/security.md), the core cannot answer 408."""
-    module = _WORKER_MODULES.get(worker)
-    if module is None:
-        return False
-    source = (REPO_ROOT / "django_prefork" / "workers" / module).read_text(encoding="utf-8")
-    return "header_timeout" not in source
 
 
 def _flags(settings: dict) -> list[str]:
@@ -130,9 +119,6 @@ def _params():
 
 @pytest.mark.parametrize(("worker", "case"), list(_params()))
 def test_case(servers, worker, case):
-    if (not case.shutdown or b"\r\n\r\n" not in case.raw) and _waits_for_heads_itself(worker):
-        pytest.skip(f"the {worker} worker waits for complete heads itself and does not use "
-                    "header_timeout and http.parser.head_ready yet (docs/security.md)")
     srv = servers.get(worker, case.all_settings)
     raw = exchange(srv, case.raw, shutdown=case.shutdown)
     corpus.check_case(case, raw, keepalive=worker != "sync")

@@ -381,7 +381,12 @@ class HTTPConnection:
                 )  # fmt: skip
             except Exception:
                 ctx.error_log.exception("Access log failed")
-        if not ok or not response.keep_alive or response.must_close or ctx.draining:
+        # Not `ctx.draining` here: the head already said whether the connection stays open
+        # (response.keep_alive is final once the head is built, and takes the drain into
+        # account then). A drain that began since must not close a connection we promised
+        # to keep: the client's next request would meet a reset. That request is the one
+        # answered with `Connection: close`.
+        if not ok or not response.keep_alive or response.must_close:
             return False
         return self._finish_body()
 
