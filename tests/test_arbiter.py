@@ -255,3 +255,19 @@ def test_gevent_workers_fork_from_a_zygote_that_exits_with_the_master():
         server.wait_exit(timeout=10)
         wait_until(lambda: not any(pid_alive(p) for p in [*zygotes, *workers]), timeout=10,
                    message="the zygote and the workers to exit after the master died")
+
+
+def test_workers_as_fresh_interpreters_without_a_zygote():
+    # The path of platforms without a child subreaper: gevent workers exec'd one by one.
+    server = Server("--workers", "2", "--worker-class", "gevent",
+                    env={"DJANGO_PREFORK_NO_ZYGOTE": "1"})
+    with server:
+        server.start(wait_workers=2)
+        assert not any(is_zygote(pid) for pid in children_of(server.pid))
+        assert server.get("/hello")[0] == 200
+        before = set(server.ready_workers())
+        server.signal(signal.SIGHUP)
+        wait_until(lambda: len(server.ready_workers()) == 2
+                   and not set(server.ready_workers()) & before, timeout=30,
+                   message="new exec'd workers after HUP")
+        assert server.get("/hello")[0] == 200

@@ -433,7 +433,9 @@ def check_connections_spread(args: tuple[str, ...], count: int = 40) -> None:
         assert all(isinstance(r, tuple) and r[0] == 200 for r in results), results
         served = [r[2].split()[-1] for r in results]
         shares = {pid: served.count(pid) for pid in pids}
-        assert min(shares.values()) >= count // 5, f"uneven spread: {shares}"
+        # Loose on purpose (a loaded CI machine skews a burst): the broken behaviour gave one
+        # worker almost everything, which this still catches.
+        assert min(shares.values()) >= count // 10, f"uneven spread: {shares}"
 
 
 def test_gthread_spreads_connections_over_workers():

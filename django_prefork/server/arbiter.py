@@ -27,6 +27,7 @@ from typing import Any
 from django_prefork.conf import Config, ConfigError, parse_bind
 from django_prefork.server.pidfile import Pidfile
 from django_prefork.server.sockets import BindError, Listener, create_listeners
+from django_prefork.server.spawn import spawn_interpreter
 from django_prefork.server.zygote import Zygote, ZygoteError, become_subreaper
 from django_prefork.workers.base import WORKER_BOOT_ERROR, set_process_title
 from django_prefork.workers.boot import ENV_VAR as WORKER_ENV_VAR
@@ -132,7 +133,9 @@ class Arbiter:
             self.pidfile.create(self.pid)
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, self._queue_signal)
-        self.subreaper = become_subreaper()
+        # DJANGO_PREFORK_NO_ZYGOTE=1 takes the exec path that platforms without a child
+        # subreaper use (each worker its own fresh interpreter): for tests and debugging.
+        self.subreaper = not os.environ.get("DJANGO_PREFORK_NO_ZYGOTE") and become_subreaper()
         log.info("Starting django-prefork master (pid: %s)", self.pid)
 
     # -- the loop's steps ------------------------------------------------------------------
@@ -325,19 +328,8 @@ class Arbiter:
             "heartbeat_fd": heartbeat.fd,
             "sys_path": sys.path,
         }
-        env = dict(os.environ)
-        env[WORKER_ENV_VAR] = json.dumps(spec)
-        argv = [sys.executable, "-m", "django_prefork.workers.boot"]
-        inherited = [*fds, heartbeat.fd]
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child until exec
-            try:
-                for fd in inherited:
-                    os.set_inheritable(fd, True)
-                os.execve(sys.executable, argv, env)
-            finally:
-                os._exit(127)
-        return pid
+        return spawn_interpreter("django_prefork.workers.boot", WORKER_ENV_VAR, spec,
+                                 [*fds, heartbeat.fd])
 
     def _fork_worker(self, heartbeat: Heartbeat) -> int:
         """Fork a worker that starts from this process's memory (copy-on-write)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import select
 import signal
@@ -14,6 +13,7 @@ import time
 from typing import Any
 
 from django_prefork.server.sockets import Listener
+from django_prefork.server.spawn import spawn_interpreter
 from django_prefork.workers.heartbeat import Heartbeat
 from django_prefork.workers.zygote import ENV_VAR
 
@@ -54,18 +54,8 @@ class Zygote:
             "master_pid": os.getpid(),
             "sys_path": sys.path,
         }
-        env = dict(os.environ)
-        env[ENV_VAR] = json.dumps(spec)
-        argv = [sys.executable, "-m", "django_prefork.workers.zygote"]
-        inherited = [*fds, theirs.fileno()]
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child until exec
-            try:
-                for fd in inherited:
-                    os.set_inheritable(fd, True)
-                os.execve(sys.executable, argv, env)
-            finally:
-                os._exit(127)
+        pid = spawn_interpreter("django_prefork.workers.zygote", ENV_VAR, spec,
+                                [*fds, theirs.fileno()])
         theirs.close()
         self.pid = pid
         self.ready = False
