@@ -59,9 +59,6 @@ SCAN_INTERVAL = 0.25
 #: While every pool thread is running a request, a worker leaves new connections to the
 #: other workers for this long before it looks at the listening sockets again.
 ACCEPT_BACKOFF = 0.002
-#: Heartbeat, parent check and signal work at most this often while busy (the main loop turns
-#: once per request: an fchmod and a getppid each time cost more than the request's poll).
-HOUSEKEEPING_INTERVAL = 0.2
 # The master's signals: only the main thread may receive them (it runs the handlers).
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGABRT,
             signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH,
@@ -175,19 +172,13 @@ class ThreadWorker(Worker):
             self._listeners[listener.fileno()] = listener
         self._epoll.register(self._wake_r, select.EPOLLIN)
 
-        next_housekeeping = 0.0
         while self.alive:
-            now = time.monotonic()
-            if now >= next_housekeeping:
-                next_housekeeping = now + HOUSEKEEPING_INTERVAL
-                self.heartbeat.beat()
-                self.handle_pending_work()
-                if not self.parent_alive():
-                    self.stop_accepting()
-                    break
+            if not self.look_after_ourselves():
+                self.stop_accepting()
+                break
             self._update_accepting()
             if self._poll():
-                next_housekeeping = 0.0  # woken by a signal or a thread: look after ourselves
+                self.housekeeping_now()  # woken by a signal or a thread
 
         self._begin_drain()
         deadline = time.monotonic() + self.cfg.graceful_timeout

@@ -11,16 +11,12 @@ import select
 import socket
 import struct
 import sys
-import time
 
 from django_prefork.http.connection import HTTPConnection
 from django_prefork.workers.base import Worker, log
 
 # accept() errors that concern one connection only (the client went away first).
 _TRANSIENT_ACCEPT_ERRORS = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
-# Heartbeat, parent check and signal work run at most this often while busy: an fchmod and a
-# getppid per request cost ~3% of a hello-world request (bench/profile_worker.py).
-HOUSEKEEPING_INTERVAL = 0.2
 # Linux copies SO_RCVTIMEO/SO_SNDTIMEO from the listening socket to accepted ones, so a
 # client timeout costs nothing per connection: no settimeout() call, and no poll() before
 # every recv/send as CPython does for sockets in timeout mode.
@@ -46,15 +42,9 @@ class SyncWorker(Worker):
         # Beat at least twice per timeout so a healthy idle worker is never killed.
         poll_interval = min(1.0, self.cfg.timeout / 2) if self.cfg.timeout else 1.0
 
-        next_housekeeping = 0.0
         while self.alive:
-            now = time.monotonic()
-            if now >= next_housekeeping:
-                next_housekeeping = now + HOUSEKEEPING_INTERVAL
-                self.heartbeat.beat()
-                self.handle_pending_work()
-                if not self.parent_alive():
-                    return
+            if not self.look_after_ourselves():
+                return
             if self._accept_some():
                 continue  # more connections may be queued: try again before sleeping
             try:
@@ -63,7 +53,7 @@ class SyncWorker(Worker):
                 if exc.errno in (errno.EINTR, errno.EBADF):
                     continue
                 raise
-            next_housekeeping = 0.0  # idle or woken by a signal: look after ourselves now
+            self.housekeeping_now()
             if self._wake_r in ready:
                 self.drain_wakeups()
 
