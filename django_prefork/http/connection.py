@@ -37,6 +37,7 @@ _DEFAULT_SCHEME_HEADERS = {
     "X-FORWARDED-SSL": "on",
 }
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_MSG_MORE: int = getattr(socket, "MSG_MORE", 0)  # Linux
 _UNSET = object()
 
 
@@ -145,6 +146,7 @@ class HTTPConnection:
         "_reader",
         "_trusted",
         "_unix",
+        "can_send_last",
         "can_sendfile",
         "client_addr",
         "ctx",
@@ -169,6 +171,11 @@ class HTTPConnection:
         # sendfile() writes raw bytes: never through TLS (stdlib or gevent SSL sockets).
         self.can_sendfile = (
             ctx.use_sendfile and hasattr(sock, "sendfile") and not hasattr(sock, "do_handshake")
+        )
+        # TCP only: see send_last(). (TLS sockets refuse send flags; unix sockets have no
+        # segments to merge.)
+        self.can_send_last = bool(
+            self.can_sendfile and isinstance(server_addr, tuple) and _MSG_MORE
         )
 
         base = ctx.base_environ.copy()
@@ -451,6 +458,26 @@ class HTTPConnection:
     def send(self, data: bytes) -> None:
         try:
             self.sock.sendall(data)
+        except OSError as exc:
+            raise ClientDisconnected(f"sending the response: {exc}") from exc
+
+    def send_last(self, data: bytes) -> None:
+        """Send the last bytes of a response after which the connection closes, and the FIN
+        with them.
+
+        MSG_MORE holds the bytes back for a moment and shutdown(SHUT_WR) then sends them in
+        one segment with the FIN (Linux tacks the FIN onto a queued, unsent segment), where
+        send + close sends two: the client gets the response and its end in one wakeup.
+        Plain WSGI hello with the sync worker (a new connection per request): 25 -> 19 µs
+        of server CPU per request, 26,100 -> 27,500 req/s (docs/benchmarks.md).
+        """
+        if not self.can_send_last:
+            self.send(data)
+            return
+        sock = self.sock
+        try:
+            sock.sendall(data, _MSG_MORE)
+            sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
             raise ClientDisconnected(f"sending the response: {exc}") from exc
 

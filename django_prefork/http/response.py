@@ -151,7 +151,8 @@ class Response:
                         break
                     total += len(chunk)
                 if total >= 0 and (len(chunks) == 1 or total <= JOIN_LIMIT):
-                    self._send_first(chunks[0] if len(chunks) == 1 else b"".join(chunks), total)
+                    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    self._send_first(data, total, last=True)
                     self.finish()
                     return
         for data in result:
@@ -164,7 +165,7 @@ class Response:
         if not self.headers_sent:
             if self.status is None:
                 raise AssertionError("the application did not call start_response()")
-            self._send_first(b"", 0)
+            self._send_first(b"", 0, last=True)
         if self.chunked:
             self.conn.send(b"0\r\n\r\n")
         elif self.length is not None and self.sent != self.length and not self.no_body:
@@ -258,12 +259,20 @@ class Response:
         except UnicodeEncodeError:
             raise _bad_header(self.headers) from None
 
-    def _send_first(self, data: bytes, total: int | None) -> None:
+    def _send_first(self, data: bytes, total: int | None, last: bool = False) -> None:
+        """Send the head with the first body bytes; `last`: nothing follows them."""
         head = self._build_head(total)
         self.headers_sent = True
-        self.conn.response_started = True
+        conn = self.conn
+        conn.response_started = True
+        # The whole response in one piece on a connection that closes after it: the FIN
+        # goes with it (HTTPConnection.send_last).
+        last = last and not self.keep_alive and not self.chunked
         if self.no_body or not data:
-            self.conn.send(head)
+            if last:
+                conn.send_last(head)
+            else:
+                conn.send(head)
             return
         if self.chunked:
             size = len(data)
@@ -283,10 +292,13 @@ class Response:
         else:
             self.sent = len(data)
         if len(data) < JOIN_LIMIT:
-            self.conn.send(head + data)
+            if last:
+                conn.send_last(head + data)
+            else:
+                conn.send(head + data)
         else:
-            self.conn.send(head)
-            self.conn.send(data)
+            conn.send(head)
+            conn.send(data)
 
     def _send_body(self, data: bytes) -> None:
         if self.chunked:

@@ -486,3 +486,72 @@ def test_upgrade_request_served_as_plain_http():
     request = b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
     ex = exchange(simple_app(b"no websockets"), request + GET, keepalive=True)
     assert [r.body for r in ex.responses()] == [b"no websockets"] * 2
+
+
+class _RecordingSocket:
+    """A real TCP socket that records sendall() flags and shutdown() calls."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.calls: list[tuple[str, int]] = []
+
+    def sendall(self, data: bytes, flags: int = 0) -> None:
+        self.calls.append(("sendall", flags))
+        self._sock.sendall(data, flags)
+
+    def shutdown(self, how: int) -> None:
+        self.calls.append(("shutdown", how))
+        self._sock.shutdown(how)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+def _serve_over_tcp(app, request: bytes, keepalive: bool):
+    """One request over a real loopback TCP connection; (raw bytes received, recorded calls,
+    whether the client saw EOF)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname(), timeout=5)
+    accepted, addr = listener.accept()
+    listener.close()
+    accepted.settimeout(5)
+    sock = _RecordingSocket(accepted)
+    conn = HTTPConnection(sock, addr, accepted.getsockname(), make_ctx(app, keepalive=keepalive))
+    client.sendall(request)
+    try:
+        keep = conn.handle_request()
+        client.settimeout(5)
+        raw = b""
+        while b"\r\n\r\n" not in raw or (keep and not raw.endswith(b"hello")):
+            data = client.recv(65536)
+            if not data:
+                break
+            raw += data
+        # Before our close(): a FIN can only have come with the response itself.
+        client.setblocking(False)
+        try:
+            saw_eof = client.recv(1) == b""
+        except BlockingIOError:
+            saw_eof = False
+    finally:
+        conn.close()
+        client.close()
+    return raw, sock.calls, saw_eof
+
+
+@pytest.mark.skipif(not hasattr(socket, "MSG_MORE"), reason="MSG_MORE is Linux-only")
+def test_closing_response_goes_out_with_the_fin():
+    raw, calls, saw_eof = _serve_over_tcp(
+        simple_app(b"hello"), b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", False
+    )
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and raw.endswith(b"\r\n\r\nhello")
+    assert b"Connection: close" in raw
+    assert calls == [("sendall", socket.MSG_MORE), ("shutdown", socket.SHUT_WR)]
+    assert saw_eof
+
+
+def test_keep_alive_response_is_not_held_back():
+    raw, calls, saw_eof = _serve_over_tcp(simple_app(b"hello"), GET, True)
+    assert raw.endswith(b"hello") and b"Connection: close" not in raw
+    assert calls == [("sendall", 0)]
+    assert not saw_eof
