@@ -32,6 +32,7 @@ from django_prefork.server.zygote import Zygote, ZygoteError, become_subreaper
 from django_prefork.workers.base import WORKER_BOOT_ERROR, set_process_title
 from django_prefork.workers.boot import ENV_VAR as WORKER_ENV_VAR
 from django_prefork.workers.heartbeat import Heartbeat
+from django_prefork.workers.loadboard import LoadBoard
 
 log = logging.getLogger("django_prefork.error")
 
@@ -102,6 +103,8 @@ class Arbiter:
         self._cfg_before_reload: Config | None = None
         self.zygotes: dict[int, Zygote] = {}
         self.subreaper = False
+        # Connections per worker, shared with every worker for fair accept (loadboard.py).
+        self.board = LoadBoard()
         self._pipe_r, self._pipe_w = os.pipe()
         for fd in (self._pipe_r, self._pipe_w):
             os.set_blocking(fd, False)
@@ -199,6 +202,7 @@ class Arbiter:
                 self._forget_zygote(pid, status)
                 continue
             record.heartbeat.close()
+            self.board.forget(pid)
             self._log_exit(record, status)
             code = os.waitstatus_to_exitcode(status)
             if code == WORKER_BOOT_ERROR and not record.ready:
@@ -304,7 +308,7 @@ class Arbiter:
         """The current generation's zygote, started (and waited for) on first use."""
         zygote = self.zygotes.get(self.generation)
         if zygote is None:
-            zygote = Zygote(self.cfg, self.listeners, self.generation)
+            zygote = Zygote(self.cfg, self.listeners, self.generation, self.board)
             self.zygotes[self.generation] = zygote
             log.info("Booting zygote with pid: %s", zygote.pid)
             zygote.wait_ready()
@@ -326,10 +330,11 @@ class Arbiter:
             "listener_fds": fds,
             "listener_specs": [listener.spec for listener in self.listeners],
             "heartbeat_fd": heartbeat.fd,
+            "board_fd": self.board.fd,
             "sys_path": sys.path,
         }
         return spawn_interpreter("django_prefork.workers.boot", WORKER_ENV_VAR, spec,
-                                 [*fds, heartbeat.fd])
+                                 [*fds, heartbeat.fd, self.board.fd])
 
     def _fork_worker(self, heartbeat: Heartbeat) -> int:
         """Fork a worker that starts from this process's memory (copy-on-write)."""
@@ -352,7 +357,7 @@ class Arbiter:
         for zygote in self.zygotes.values():
             zygote.close_control()
         return run_worker_in_child(cfg=self.cfg, listeners=self.listeners, heartbeat=heartbeat,
-                                   age=age, ppid=self.pid, app=self.app)
+                                   age=age, ppid=self.pid, app=self.app, board=self.board)
 
     def reload(self) -> None:
         """HUP: re-read settings in a fresh interpreter, then start a new generation."""

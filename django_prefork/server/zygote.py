@@ -15,6 +15,7 @@ from typing import Any
 from django_prefork.server.sockets import Listener
 from django_prefork.server.spawn import spawn_interpreter
 from django_prefork.workers.heartbeat import Heartbeat
+from django_prefork.workers.loadboard import LoadBoard
 from django_prefork.workers.zygote import ENV_VAR
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -42,7 +43,8 @@ def become_subreaper() -> bool:
 class Zygote:
     """A fresh interpreter holding one generation's imports; forks its workers."""
 
-    def __init__(self, cfg: Any, listeners: list[Listener], generation: int) -> None:
+    def __init__(self, cfg: Any, listeners: list[Listener], generation: int,
+                 board: LoadBoard) -> None:
         self.generation = generation
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fds = [listener.fileno() for listener in listeners]
@@ -51,11 +53,12 @@ class Zygote:
             "listener_fds": fds,
             "listener_specs": [listener.spec for listener in listeners],
             "control_fd": theirs.fileno(),
+            "board_fd": board.fd,
             "master_pid": os.getpid(),
             "sys_path": sys.path,
         }
         pid = spawn_interpreter("django_prefork.workers.zygote", ENV_VAR, spec,
-                                [*fds, theirs.fileno()])
+                                [*fds, theirs.fileno(), board.fd])
         theirs.close()
         self.pid = pid
         self.ready = False

@@ -18,6 +18,7 @@ from typing import Any
 from django_prefork.http.connection import ServerContext
 from django_prefork.server.sockets import Listener
 from django_prefork.workers.heartbeat import Heartbeat
+from django_prefork.workers.loadboard import LoadBoard
 
 log = logging.getLogger("django_prefork.error")
 
@@ -48,6 +49,7 @@ class Worker:
         cfg: Any,
         heartbeat: Heartbeat,
         app: Any = None,
+        board: LoadBoard | None = None,
     ) -> None:
         self.age = age
         self.ppid = ppid
@@ -55,6 +57,9 @@ class Worker:
         self.listeners = listeners
         self.cfg = cfg
         self.heartbeat = heartbeat
+        # Shared with the other workers (fair accept); a worker made without one (tests) has
+        # a board of its own, where no one is ever less loaded.
+        self.board = board if board is not None else LoadBoard()
         self.app = app
         self.alive = True
         self.requests_served = 0
@@ -248,7 +253,7 @@ def worker_class_for(name: str, cfg: Any = None) -> type[Worker]:
 
 def run_worker_in_child(
     *, cfg: Any, listeners: list[Listener], heartbeat: Heartbeat, age: int, ppid: int,
-    app: Any = None,
+    app: Any = None, board: LoadBoard | None = None,
 ) -> int:
     """Turn a freshly forked child into a worker and serve; return the exit status.
 
@@ -272,6 +277,7 @@ def run_worker_in_child(
             configure_logging(cfg)
         worker = worker_class_for(cfg.worker_class, cfg)(
             age=age, ppid=ppid, listeners=listeners, cfg=cfg, heartbeat=heartbeat, app=app,
+            board=board,
         )
         worker.start()
     except SystemExit as exc:

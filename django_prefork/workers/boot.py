@@ -29,6 +29,7 @@ def main() -> None:
     from django_prefork.server.sockets import listeners_from_fds
     from django_prefork.workers.base import WORKER_BOOT_ERROR, worker_class_for
     from django_prefork.workers.heartbeat import Heartbeat
+    from django_prefork.workers.loadboard import LoadBoard
 
     cfg = Config.from_dict(spec["cfg"])
     try:
@@ -45,6 +46,7 @@ def main() -> None:
             listeners=listeners_from_fds(spec["listener_fds"], spec["listener_specs"]),
             cfg=cfg,
             heartbeat=Heartbeat(spec["heartbeat_fd"]),
+            board=LoadBoard(spec["board_fd"]),
         )
         from django_prefork.workers.base import load_wsgi_app
 

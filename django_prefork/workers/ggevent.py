@@ -31,6 +31,7 @@ from django_prefork.http.connection import HTTPConnection
 from django_prefork.server.sockets import Listener
 from django_prefork.workers.base import Worker, log
 from django_prefork.workers.gthread import (
+    ACCEPT_BACKOFF,
     DRAIN_GRACE,
     FIRST_RECHECK,
     HANDOVER_TIMEOUT,
@@ -41,10 +42,15 @@ from django_prefork.workers.gthread import (
     head_ready,
     io_timeout,
 )
+from django_prefork.workers.loadboard import FULL
 
 _os_close = monkey.get_original("os", "close")
 _poll = monkey.get_original("select", "poll")
 _POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000)
+
+#: A gevent worker leaves new connections to a less loaded worker only while it holds at
+#: least this many (loadboard.py: short connections must not wait on noise).
+GEVENT_FAIR_ACCEPT_FLOOR = 16
 
 # What _wait_for_head() decides.
 _CLOSE, _READY, _EXPIRED = 0, 1, 2
@@ -81,6 +87,7 @@ class GeventWorker(Worker):
         self.io_timeout = io_timeout(cfg)
         self.keepalive_timeout = float(cfg.keepalive)
         self._pool = Pool(max(1, cfg.worker_connections))
+        self._open = 0  # connections being served (for the load board)
         self._drain_started = 0.0
         # Sockets whose greenlet waits for a request (between requests, or a new client):
         # the drain wakes them so that they close (or wait out the grace).
@@ -95,6 +102,7 @@ class GeventWorker(Worker):
         for listener in self.listeners:
             if not isinstance(listener.sock, gevent.socket.socket):  # pragma: no cover
                 listener.sock = gevent.socket.socket(fileno=listener.sock.detach())
+        self.board.join(self.pid)
         acceptors = [gevent.spawn(self._accept_loop, listener) for listener in self.listeners]
         # While the hub sleeps in the event loop, Python runs signal handlers late (gevent
         # polls for them every few hundred ms). A byte on the wake pipe wakes us at once.
@@ -125,6 +133,7 @@ class GeventWorker(Worker):
         self.ctx.draining = True
         self.alive = False
         self._drain_started = time.monotonic()
+        self.board.leave()  # no one must leave connections to us now
         # Greenlets waiting for a request get _DrainWakeup and look at their deadline again
         # (cancel_wait checks, when it runs, that the greenlet still waits on that socket).
         hub = gevent.get_hub()
@@ -143,6 +152,7 @@ class GeventWorker(Worker):
                 sock.settimeout(0.0)
                 while self._pool.free_count() > 0:
                     client, addr = sock.accept()
+                    self._open += 1
                     self._pool.spawn(self._handle, client, addr, address)
             except OSError:
                 pass
@@ -159,27 +169,53 @@ class GeventWorker(Worker):
     # -- greenlets -------------------------------------------------------------------------
     def _accept_loop(self, listener: Listener) -> None:
         sock = listener.sock
-        address = listener.address
+        readable = gevent.get_hub().loop.io(sock.fileno(), 1)  # one watcher for the loop
+        sock.settimeout(0.0)  # accept() never waits: we wait on `readable`
+        try:
+            self._accept_from(sock, listener.address, listener.spec, readable)
+        finally:
+            readable.close()
+
+    def _accept_from(self, sock: Any, address: Any, spec: str, readable: Any) -> None:
+        pool = self._pool
+        board = self.board
+        hub = gevent.get_hub()
+        deferred = False
         while self.alive:
-            self._pool.wait_available()  # at worker_connections, accepting pauses
+            if pool.full():
+                board.publish(FULL)
+                pool.wait_available()  # at worker_connections, accepting pauses
+                board.publish(self._open)
             if not self.alive:
                 return
+            # Fair accept (docs/workers.md): while another worker holds fewer connections
+            # (the load board), leave the next one to it for a moment, then take it if it is
+            # still there.
+            if not deferred and board.someone_less_loaded(self._open, GEVENT_FAIR_ACCEPT_FLOOR):
+                deferred = True
+                gevent.sleep(ACCEPT_BACKOFF)
+                continue
             try:
                 client, addr = sock.accept()
+            except BlockingIOError:
+                hub.wait(readable)
+                continue
             except OSError as exc:
                 if not self.alive or exc.errno == errno.EBADF:
                     return
                 if exc.errno in TRANSIENT_ACCEPT_ERRORS:
                     continue
-                log.error("accept() failed on %s: %s", listener.spec, exc)
+                log.error("accept() failed on %s: %s", spec, exc)
                 gevent.sleep(0.5)  # EMFILE and friends: do not spin
                 continue
             # Even if the drain began meanwhile: the connection is ours now, answer it.
-            self._pool.spawn(self._handle, client, addr, address)
+            deferred = False
+            self._open += 1
+            board.publish(self._open)
+            pool.spawn(self._handle, client, addr, address)
             # One connection per turn of the hub: accept() does not wait while the backlog
             # holds more, and a worker taking a whole burst of connections leaves the others
-            # idle (sleep row: 82:18 before, 61:39 after; Django hello 100:0 -> 55:45;
-            # docs/workers.md, "Fair accept").
+            # idle (sleep row: 82:18 before, 61:39 after; Django hello 100:0 -> 55:45).
             gevent.sleep(0)
 
     def _handle(self, client: Any, addr: Any, server_addr: Any) -> None:
@@ -221,6 +257,9 @@ class GeventWorker(Worker):
             log.exception("Error handling request")
         finally:
             conn.close()
+            # (Counted here, not with len(pool): the pool forgets a greenlet a turn later.)
+            self._open -= 1
+            self.board.publish(self._open)
 
     def _wait_for_head(self, sock: Any, since: float, new: bool) -> int:
         """Wait (without reading) until a whole request head is buffered.

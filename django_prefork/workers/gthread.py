@@ -32,6 +32,7 @@ from django_prefork.http.connection import HTTPConnection
 from django_prefork.http.parser import head_ready as _core_head_ready
 from django_prefork.server.sockets import Listener
 from django_prefork.workers.base import Worker, log
+from django_prefork.workers.loadboard import FULL
 
 # accept() errors that concern one connection only (the client went away first).
 TRANSIENT_ACCEPT_ERRORS = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
@@ -56,9 +57,14 @@ HANDOVER_TIMEOUT = 0.01
 #: How often the main thread looks for idle connections whose wait is over (keep-alive
 #: timeout, a new client that stays silent, the drain grace).
 SCAN_INTERVAL = 0.25
-#: While every pool thread is running a request, a worker leaves new connections to the
+#: While another worker holds fewer connections, a worker leaves new connections to the
 #: other workers for this long before it looks at the listening sockets again.
-ACCEPT_BACKOFF = 0.002
+ACCEPT_BACKOFF = 0.0005
+#: ... but only while it holds at least this many connections per thread (loadboard.py).
+#: Measured on 2 workers x 4 threads, 50 clients (docs/workers.md, "Fair accept"): backoff
+#: 2 ms, floor 2: Connection: close 7,300 req/s; 0.5 ms and 4: 17,600 req/s (one worker
+#: alone: 17,000), keep-alive Django hello still 51:49. Without backoff: 100:0.
+FAIR_ACCEPT_FLOOR = 4
 # The master's signals: only the main thread may receive them (it runs the handlers).
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGABRT,
             signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH,
@@ -171,6 +177,7 @@ class ThreadWorker(Worker):
             listener.sock.setblocking(False)
             self._listeners[listener.fileno()] = listener
         self._epoll.register(self._wake_r, select.EPOLLIN)
+        self.board.join(self.pid)
 
         while self.alive:
             if not self.look_after_ourselves():
@@ -226,17 +233,16 @@ class ThreadWorker(Worker):
                 ready.append(self._listeners[fd])
         # After the connection events: a new connection may reuse the fd of one closed
         # above, and must not receive that one's event from this batch.
-        # Fair accept (docs/workers.md): one connection per event, and a saturated worker
-        # leaves it to the others for a moment. Django hello, 2 workers, 50 keep-alive
-        # clients: 98:2 and 0.51x gunicorn before; 50:50 and 1.43x after.
+        # Fair accept (docs/workers.md): one connection per event, and while another worker
+        # holds fewer connections (the load board) leave it to that one for a moment. A
+        # worker that takes a whole burst of connections serves them on one core while the
+        # others idle (Django hello, 2 workers, 50 keep-alive clients: 98:2 and 0.51x
+        # gunicorn). The board rather than "defer while loaded": equally loaded workers then
+        # all deferred, and Connection: close on every request ran at 0.41x gunicorn.
         if ready and self._accepting:
-            loaded = self._busy >= self.threads or len(self._conns) >= 2 * self.threads
-            if loaded and not self._accept_deferred:
-                # Every thread is running a request, or there are more connections than the
-                # threads can serve at once: let a less loaded worker take the connection (a
-                # worker that takes a whole burst of connections serves them on one core
-                # while the others idle: 98:2 before, see docs/workers.md). Busy threads
-                # alone were not enough: a burst is accepted before its requests arrive.
+            if not self._accept_deferred and self.board.someone_less_loaded(
+                len(self._conns), FAIR_ACCEPT_FLOOR * self.threads
+            ):
                 # Only a delay: if no other worker took it meanwhile, accept it after all
                 # (a connection must not starve in the backlog while all workers are busy).
                 self._pause_accepting()
@@ -284,6 +290,17 @@ class ThreadWorker(Worker):
             self._conns.add(state)
             self._fds[state.fd] = state
             self._epoll.register(state.fd, _ARM)
+            self._publish_load()
+            # Clients send their request right after connecting: it is usually here already.
+            # Looking now saves a turn of the poller per connection (the armed event, if it
+            # still fires, finds the connection busy and is ignored; the serving thread re-arms).
+            # wsgi-hello with Connection: close: see docs/benchmarks.md.
+            self._look(state)
+
+    def _publish_load(self) -> None:
+        """Our connections on the load board (FULL at worker_connections: not accepting)."""
+        n = len(self._conns)
+        self.board.publish(n if n < self.max_connections else FULL)
 
     def _pause_accepting(self) -> None:
         self._accept_deferred = True
@@ -376,6 +393,7 @@ class ThreadWorker(Worker):
         state.token = 0
         self._fds.pop(state.fd, None)
         self._conns.discard(state)
+        self._publish_load()
         try:
             self._epoll.unregister(state.fd)
         except (OSError, ValueError):
@@ -387,6 +405,7 @@ class ThreadWorker(Worker):
         """Stop accepting; close idle connections; let the rest finish with Connection: close."""
         assert self.ctx is not None
         self.ctx.draining = True
+        self.board.leave()  # no one must leave connections to us now
         with self._park_lock:
             now = self._drain_started = time.monotonic()
         self.alive = False
@@ -497,6 +516,7 @@ class ThreadWorker(Worker):
                 self._busy -= 1
         self._fds.pop(state.fd, None)  # before the close: the fd number may be reused
         self._conns.discard(state)
+        self._publish_load()
         conn.close()
         if not self._accepting or self._drain_started:
             self.wake()  # room for another connection, or one fewer to drain

@@ -39,6 +39,7 @@ def main() -> None:
     from django_prefork.conf import Config
     from django_prefork.server.sockets import listeners_from_fds
     from django_prefork.workers.base import WORKER_BOOT_ERROR, set_process_title
+    from django_prefork.workers.loadboard import LoadBoard
 
     cfg = Config.from_dict(spec["cfg"])
     master_pid = spec["master_pid"]
@@ -54,6 +55,7 @@ def main() -> None:
         configure_logging(cfg)
         connections.close_all()  # settings may have opened one; workers must not share it
         listeners = listeners_from_fds(spec["listener_fds"], spec["listener_specs"])
+        board = LoadBoard(spec["board_fd"])
     except Exception:
         sys.stderr.write("Worker failed to boot:\n" + traceback.format_exc())
         sys.stderr.flush()
@@ -70,12 +72,12 @@ def main() -> None:
             break
         if not message:
             break  # the master is gone
-        _fork_worker(control, cfg, listeners, int(message), fds[0], master_pid)
+        _fork_worker(control, cfg, listeners, board, int(message), fds[0], master_pid)
     os._exit(0)
 
 
-def _fork_worker(control: socket.socket, cfg: object, listeners: list, age: int,
-                 heartbeat_fd: int, master_pid: int) -> None:
+def _fork_worker(control: socket.socket, cfg: object, listeners: list, board: object,
+                 age: int, heartbeat_fd: int, master_pid: int) -> None:
     middle = os.fork()
     if middle:
         os.close(heartbeat_fd)
@@ -88,13 +90,13 @@ def _fork_worker(control: socket.socket, cfg: object, listeners: list, age: int,
         if worker:
             control.sendall(f"{worker}\n".encode())
             os._exit(0)
-        _become_worker(control, cfg, listeners, age, heartbeat_fd, master_pid)
+        _become_worker(control, cfg, listeners, board, age, heartbeat_fd, master_pid)
     finally:
         os._exit(1)
 
 
-def _become_worker(control: socket.socket, cfg: object, listeners: list, age: int,
-                   heartbeat_fd: int, master_pid: int) -> None:
+def _become_worker(control: socket.socket, cfg: object, listeners: list, board: object,
+                   age: int, heartbeat_fd: int, master_pid: int) -> None:
     from django_prefork.workers.base import run_worker_in_child
     from django_prefork.workers.heartbeat import Heartbeat
 
@@ -106,7 +108,7 @@ def _become_worker(control: socket.socket, cfg: object, listeners: list, age: in
     while os.getppid() != master_pid and time.monotonic() < deadline:
         time.sleep(0.001)
     os._exit(run_worker_in_child(cfg=cfg, listeners=listeners, heartbeat=Heartbeat(heartbeat_fd),
-                                 age=age, ppid=master_pid))
+                                 age=age, ppid=master_pid, board=board))
 
 
 if __name__ == "__main__":
