@@ -38,6 +38,11 @@ _DEFAULT_SCHEME_HEADERS = {
 }
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MSG_MORE: int = getattr(socket, "MSG_MORE", 0)  # Linux
+_MSG_WAITALL: int = getattr(socket, "MSG_WAITALL", 0)
+# Receive buffers kept for large bodies (recv_body_exact), at most this many per process
+# (one per thread serving a large upload at the same moment, beyond that they come and go).
+_SCRATCH: list[bytearray] = []
+_SCRATCH_KEEP = 2
 _UNSET = object()
 
 
@@ -433,12 +438,17 @@ class HTTPConnection:
 
     # -- socket I/O used by body readers and the response -----------------------------------
 
+    def _continue(self) -> None:
+        """Send `100 Continue` if the client waits for it (RFC 9110 §10.1.1): only once the
+        app wants the body."""
+        self._expect_continue = False
+        if not self.response_started:
+            self.send(_CONTINUE)
+
     def recv_body(self, n: int) -> bytes:
         """Up to `n` body bytes: buffered ones first, else one recv (b"" at EOF)."""
         if self._expect_continue:
-            self._expect_continue = False
-            if not self.response_started:
-                self.send(_CONTINUE)  # RFC 9110 §10.1.1: only once the app wants the body
+            self._continue()
         buf = self._buf
         if buf:
             if len(buf) <= n:
@@ -450,6 +460,37 @@ class HTTPConnection:
             return self.sock.recv(n if n < RECV_SIZE * 4 else RECV_SIZE * 4)
         except OSError as exc:
             raise ClientDisconnected(f"reading the request body: {exc}") from exc
+
+    def recv_body_exact(self, n: int) -> bytes:
+        """`n` body bytes in one piece (fewer only at EOF): buffered ones first, the rest
+        received into a reused buffer (no allocation per recv), then copied out once."""
+        if self._expect_continue:
+            self._continue()
+        buf = self._buf
+        if len(buf) >= n:
+            return self.recv_body(n)
+        scratch = _SCRATCH.pop() if _SCRATCH else bytearray()
+        if len(scratch) < n:
+            scratch = bytearray(n)
+        view = memoryview(scratch)
+        have = len(buf)
+        view[:have] = buf
+        self._buf = b""
+        recv_into = self.sock.recv_into
+        flags = _MSG_WAITALL if self.can_send_last else 0  # plain TCP: one call, usually
+        try:
+            while have < n:
+                got = recv_into(view[have:n], n - have, flags)
+                if not got:
+                    break
+                have += got
+            return bytes(view[:have])
+        except OSError as exc:
+            raise ClientDisconnected(f"reading the request body: {exc}") from exc
+        finally:
+            view.release()
+            if len(_SCRATCH) < _SCRATCH_KEEP:
+                _SCRATCH.append(scratch)
 
     def unread(self, data: bytes) -> None:
         """Give back bytes of the next message (read along with the end of a body)."""

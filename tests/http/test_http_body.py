@@ -224,3 +224,55 @@ def test_expect_continue_body_already_sent_and_unread_keeps_alive():
                   keepalive=True)  # fmt: skip
     assert [r.body for r in ex.responses()] == [b"unread", b"unread"]
     assert b"100 Continue" not in ex.raw
+
+
+# -- large reads: one reused receive buffer, one copy (LengthReader.read_exact) ------------
+
+BIG = os.urandom(600_000)  # above EXACT_MIN: read_exact's path
+
+
+@pytest.mark.parametrize("read", [lambda f: f.read(), lambda f: f.read(len(BIG)),
+                                  lambda f: f.read(len(BIG) + 5)],
+                         ids=["read()", "read(n)", "read(n+5)"])
+def test_large_body_read_in_one_piece_leaves_the_next_request(read):
+    app = echo_app(lambda f: hashlib.sha256(read(f)).hexdigest().encode() + b"/" + f.read())
+    request = post(BIG) + post(b"xyz")
+    # In pieces: the reused buffer is filled across several recv calls.
+    pieces = [request[i : i + 70_000] for i in range(0, len(request), 70_000)]
+    ex = exchange(app, pieces, keepalive=True)
+    assert [r.body for r in ex.responses()] == [
+        hashlib.sha256(BIG).hexdigest().encode() + b"/",
+        hashlib.sha256(b"xyz").hexdigest().encode() + b"/",
+    ]
+
+
+def test_large_reads_in_a_row_reuse_the_buffer_without_mixing_bodies():
+    other = bytes(reversed(BIG))
+    app = echo_app(lambda f: hashlib.sha256(f.read(200_000) + f.read()).hexdigest().encode())
+    ex = exchange(app, post(BIG) + post(other), keepalive=True)
+    assert [r.body for r in ex.responses()] == [
+        hashlib.sha256(BIG).hexdigest().encode(), hashlib.sha256(other).hexdigest().encode()
+    ]
+
+
+def test_large_body_cut_short_raises_in_app_and_closes():
+    seen = []
+
+    def app(environ, start_response):
+        try:
+            environ["wsgi.input"].read(len(BIG))
+        except Exception as exc:
+            seen.append(exc)
+        start_response("200 OK", [])
+        return [b"x"]
+
+    ex = exchange(app, post(BIG)[:-1000], keepalive=True)
+    assert isinstance(seen[0], IncompleteBody)
+    assert ex.results == [False]
+
+
+def test_large_body_with_expect_continue():
+    app = echo_app(lambda f: hashlib.sha256(f.read()).hexdigest().encode())
+    ex = exchange(app, post(BIG, b"Expect: 100-continue\r\n"))
+    assert ex.raw.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+    assert ex.raw.endswith(hashlib.sha256(BIG).hexdigest().encode())
