@@ -16,6 +16,23 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
 django_application = get_wsgi_application()
 
 
+def refaults(megabytes: int = 16) -> int:
+    """Page faults of allocating `megabytes` of 1 MB bodies again after freeing them at once,
+    as Django's request bodies are when the cyclic GC collects the requests holding them."""
+    import resource
+
+    def faults() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+    bodies = [b"\x01" * (1 << 20) for _ in range(megabytes)]  # written, as received
+    del bodies  # freed together
+    before = faults()
+    again = [b"\x01" * (1 << 20) for _ in range(megabytes)]
+    after = faults()
+    del again
+    return after - before
+
+
 def application(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/__wsgi__/raise":
@@ -25,6 +42,10 @@ def application(environ, start_response):
         # only CONTENT_LENGTH bytes, so it cannot see chunked uploads under any server).
         body = environ["wsgi.input"].read()
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [body]
+    if path == "/__wsgi__/refault":
+        body = str(refaults()).encode()
+        start_response("200 OK", [("Content-Type", "text/plain")])
         return [body]
     if path.startswith("/__wsgi__/parse") or path == "*":  # OPTIONS * too
         return parse_application(environ, start_response)

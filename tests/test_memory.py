@@ -1,0 +1,32 @@
+"""Workers keep freed request-sized memory (base.keep_freed_memory): bodies freed together (by
+the cyclic GC, as Django's request objects are) are reused by the next requests, not handed
+back to the kernel and faulted in again. Measured in the worker by `/__wsgi__/refault`
+(tests/testproject/wsgi.py), against a worker started with the tuning off."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from server import Server
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc, /proc")
+
+PAGES_PER_ROUND = 16 * 256  # 16 MB of 4 KB pages
+
+
+def refaults(env: dict[str, str] | None = None) -> int:
+    with Server("--workers", "1", "--worker-class", "sync", env=env) as server:
+        server.start()
+        status, _, body = server.get("/__wsgi__/refault")
+        assert status == 200, body
+        return int(body)
+
+
+def test_memory_freed_together_is_kept_for_the_next_requests():
+    tuned = refaults()
+    untuned = refaults({"DJANGO_PREFORK_NO_MALLOPT": "1"})
+    print(f"page faults re-allocating 16 MB: {tuned} tuned, {untuned} with glibc's defaults")
+    assert tuned < PAGES_PER_ROUND // 8
+    assert untuned > PAGES_PER_ROUND // 2  # the check measures something
