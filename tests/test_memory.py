@@ -1,4 +1,4 @@
-"""Workers keep freed request-sized memory (base.keep_freed_memory): bodies freed together (by
+"""Workers keep freed request-sized memory (base.tune_malloc): bodies freed together (by
 the cyclic GC, as Django's request objects are) are reused by the next requests, not handed
 back to the kernel and faulted in again. Measured in the worker by `/__wsgi__/refault`
 (tests/testproject/wsgi.py), against a worker started with the tuning off."""

@@ -39,6 +39,7 @@ _DEFAULT_SCHEME_HEADERS = {
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MSG_MORE: int = getattr(socket, "MSG_MORE", 0)  # Linux
 _MSG_WAITALL: int = getattr(socket, "MSG_WAITALL", 0)
+_MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
 # Receive buffers kept for large bodies (recv_body_exact), at most this many per process
 # (one per thread serving a large upload at the same moment, beyond that they come and go).
 _SCRATCH: list[bytearray] = []
@@ -68,8 +69,13 @@ class ServerContext:
         multiprocess: bool = True,
         keepalive: bool = False,
         base_environ: dict[str, Any] | None = None,
+        recv_first: bool = False,
     ) -> None:
         self.app = app
+        #: The workers' sockets are OS sockets in blocking mode (timeouts set in the kernel):
+        #: a head is first read with MSG_DONTWAIT, without switching the socket to timeout
+        #: mode (see HTTPConnection._read_head). Not for gevent's cooperative sockets.
+        self.recv_first = recv_first and bool(_MSG_DONTWAIT)
         self.access_log = access_log
         self.error_log = error_log or logging.getLogger("django_prefork.error")
         self.keepalive = bool(keepalive)
@@ -238,6 +244,19 @@ class HTTPConnection:
         scanned = 0
         sock = self.sock
         recv = sock.recv
+        if not buf and self.ctx.recv_first:
+            # The request is usually here already: take it without the timeout dance below
+            # (settimeout, poll, recv, settimeout back: three more syscalls per request; sync
+            # wsgi-hello: see docs/benchmarks.md). If it is not, wait as below.
+            try:
+                buf = recv(RECV_SIZE, _MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                buf = b""
+            except OSError:
+                return None  # reset before a request: just close
+            else:
+                if not buf:
+                    return None  # EOF before a request
         timeout = self.ctx.header_timeout
         deadline = time.monotonic() + timeout if timeout else 0.0
         original: Any = _UNSET

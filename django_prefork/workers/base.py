@@ -10,6 +10,8 @@ import logging
 import os
 import random
 import signal
+import socket
+import struct
 import sys
 import time
 import traceback
@@ -39,6 +41,9 @@ class Worker:
     multithread = False
     #: Whether the HTTP core may keep connections open between requests.
     keepalive = False
+    #: Client sockets stay in blocking mode, their timeouts set in the kernel (SO_RCVTIMEO,
+    #: SO_SNDTIMEO), so the HTTP core may try a recv with MSG_DONTWAIT (ServerContext).
+    blocking_sockets = False
 
     def __init__(
         self,
@@ -81,7 +86,7 @@ class Worker:
         if self.app is None:
             self.app = load_wsgi_app()
         self.ctx = self.make_context()
-        keep_freed_memory()
+        tune_malloc()
         self.heartbeat.mark_ready()
         log.info("Booted worker with pid: %s", self.pid)
         self.run()
@@ -101,6 +106,7 @@ class Worker:
             multithread=self.multithread,
             multiprocess=True,
             keepalive=self.keepalive,
+            recv_first=self.blocking_sockets,
         )
 
     def set_process_title(self) -> None:
@@ -252,23 +258,43 @@ def worker_class_for(name: str, cfg: Any = None) -> type[Worker]:
     raise ValueError(f"unknown worker class {name!r}")
 
 
+#: Linux copies SO_RCVTIMEO/SO_SNDTIMEO from a listening socket to the sockets it accepts,
+#: so a client timeout costs nothing per connection: no settimeout() call, and no poll()
+#: before every recv/send as CPython does for sockets in timeout mode.
+KERNEL_TIMEOUTS_INHERITED = sys.platform.startswith("linux")
+
+
+def set_kernel_timeouts(sock: Any, seconds: float) -> None:
+    """Timeouts for a blocking socket's recv/send, kept by the kernel (EAGAIN when over)."""
+    whole = int(seconds)
+    value = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+
 #: glibc malloc: blocks up to this size come from the heap, not from a mmap of their own...
 MALLOC_MMAP_THRESHOLD = 4 * 1024 * 1024
 #: ... and the heap keeps up to this much free memory instead of returning it to the system.
 MALLOC_TRIM_THRESHOLD = 32 * 1024 * 1024
+#: ... and threads share at most this many heaps (glibc's default: 8 per core, each keeping
+#: its own free memory; Python threads allocate under the GIL, so they hardly contend).
+MALLOC_ARENA_MAX = 2
 #: Set to 1 to leave glibc's malloc as it is.
 NO_MALLOPT_ENV = "DJANGO_PREFORK_NO_MALLOPT"
 
 
-def keep_freed_memory() -> None:
-    """Let glibc keep freed request-sized memory for the next request (Linux, glibc only).
+def tune_malloc() -> None:
+    """Let glibc keep freed request-sized memory for the next request, in few heaps (Linux,
+    glibc only).
 
     A request body is one object of its size (a 1 MB upload: 1 MB), and Django's request
     objects are reference cycles, freed only by the cyclic GC some requests later. glibc's
     defaults (blocks over 128 KB mmapped; the heap trimmed past twice that) then hand those
     pages back to the kernel after every collection and fault them in again: ~250 page faults
     per 1 MB upload, sync upload row 0.81x gunicorn. With these thresholds: 1.46x, p99 19 vs
-    27 ms, PSS per worker still below gunicorn's (docs/benchmarks.md).
+    27 ms, PSS per worker still below gunicorn's (docs/benchmarks.md). Two arenas keep the
+    threads of a gthread worker from each keeping such memory: gthread upload row, PSS per
+    worker 130 -> 117 MB (gunicorn: 131-141).
     """
     if os.environ.get(NO_MALLOPT_ENV) == "1" or not sys.platform.startswith("linux"):
         return
@@ -280,10 +306,12 @@ def keep_freed_memory() -> None:
         return
     mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)
     mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD)
+    mallopt(_M_ARENA_MAX, MALLOC_ARENA_MAX)
 
 
 _M_TRIM_THRESHOLD = -1  # glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 
 
 def run_worker_in_child(

@@ -31,7 +31,12 @@ from typing import Any
 from django_prefork.http.connection import HTTPConnection
 from django_prefork.http.parser import head_ready as _core_head_ready
 from django_prefork.server.sockets import Listener
-from django_prefork.workers.base import Worker, log
+from django_prefork.workers.base import (
+    KERNEL_TIMEOUTS_INHERITED,
+    Worker,
+    log,
+    set_kernel_timeouts,
+)
 from django_prefork.workers.loadboard import FULL
 
 # accept() errors that concern one connection only (the client went away first).
@@ -76,6 +81,8 @@ _ARM = select.EPOLLIN | select.EPOLLONESHOT
 # wait for the client to close its side; new bytes are looked for by timers.
 _ARM_HANGUP = select.EPOLLRDHUP | select.EPOLLONESHOT
 _HANGUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+# The main thread's look at a parked connection: never blocks (the socket itself blocks).
+_PEEK_NOW = socket.MSG_PEEK | socket.MSG_DONTWAIT
 # Listening sockets: plain level-triggered EPOLLIN, every idle worker is woken and the first
 # to call accept() wins. EPOLLEXCLUSIVE (wake one waiter) was measured and dropped: the main
 # thread of every worker is always in epoll_wait, so the kernel picked the same worker for
@@ -134,6 +141,7 @@ class ThreadWorker(Worker):
 
     multithread = True
     keepalive = True
+    blocking_sockets = True
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -175,6 +183,8 @@ class ThreadWorker(Worker):
             threading.Thread(target=self._thread_main, name="prefork-request", daemon=True).start()
         for listener in self.listeners:
             listener.sock.setblocking(False)
+            if KERNEL_TIMEOUTS_INHERITED:
+                set_kernel_timeouts(listener.sock, self.io_timeout)
             self._listeners[listener.fileno()] = listener
         self._epoll.register(self._wake_r, select.EPOLLIN)
         self.board.join(self.pid)
@@ -278,9 +288,13 @@ class ThreadWorker(Worker):
                     return
                 raise
             limit -= 1
-            # Non-blocking while in the poller (a peek never blocks the main thread); a
-            # thread switches it to the io timeout while it serves a request.
-            client.setblocking(False)
+            # Blocking, with the io timeout kept by the kernel: a thread serves it with no
+            # settimeout() and no poll() per recv/send, and sends a file with one blocking
+            # sendfile(); the main thread only peeks with MSG_DONTWAIT. (Non-blocking with a
+            # settimeout() per request before: four more syscalls per request.)
+            if not KERNEL_TIMEOUTS_INHERITED:
+                client.setblocking(True)
+                set_kernel_timeouts(client, self.io_timeout)
             now = time.monotonic()
             state = _Conn(HTTPConnection(client, addr, address, self.ctx), client, now)
             limit_s = self.head_limit
@@ -326,7 +340,7 @@ class ThreadWorker(Worker):
     def _look(self, state: _Conn, ev: int = 0) -> None:
         """Data arrived (or arrives slowly): hand over a complete head, close at EOF."""
         try:
-            data = state.sock.recv(PEEK_SIZE, socket.MSG_PEEK)
+            data = state.sock.recv(PEEK_SIZE, _PEEK_NOW)
         except (BlockingIOError, InterruptedError):
             if ev & _HANGUP:
                 self._close(state)
@@ -470,16 +484,12 @@ class ThreadWorker(Worker):
         keep = False
         try:
             if state.expired:
-                sock.settimeout(HANDOVER_TIMEOUT)
-            else:
-                sock.settimeout(self.io_timeout)
+                sock.settimeout(HANDOVER_TIMEOUT)  # closed after its 408
             while True:
                 keep = conn.handle_request()
                 self.request_done()
                 if not keep or not conn.has_pending_data():
                     break
-            if keep:
-                sock.setblocking(False)
         except Exception:  # the HTTP core handles app errors; this is a bug guard
             log.exception("Error handling request")
             keep = False

@@ -9,29 +9,29 @@ from __future__ import annotations
 import errno
 import select
 import socket
-import struct
-import sys
 
 from django_prefork.http.connection import HTTPConnection
-from django_prefork.workers.base import Worker, log
+from django_prefork.workers.base import (
+    KERNEL_TIMEOUTS_INHERITED,
+    Worker,
+    log,
+    set_kernel_timeouts,
+)
 
 # accept() errors that concern one connection only (the client went away first).
 _TRANSIENT_ACCEPT_ERRORS = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
-# Linux copies SO_RCVTIMEO/SO_SNDTIMEO from the listening socket to accepted ones, so a
-# client timeout costs nothing per connection: no settimeout() call, and no poll() before
-# every recv/send as CPython does for sockets in timeout mode.
-_INHERITED_TIMEOUTS = sys.platform.startswith("linux")
 
 
 class SyncWorker(Worker):
+    blocking_sockets = KERNEL_TIMEOUTS_INHERITED
     def run(self) -> None:
         assert self.ctx is not None
         # A client silent this long is dropped before the master would kill us for it.
         self.client_timeout = max(1.0, self.cfg.timeout - 1) if self.cfg.timeout else None
         for listener in self.listeners:
             listener.sock.setblocking(False)
-            if _INHERITED_TIMEOUTS and self.client_timeout:
-                _set_kernel_timeouts(listener.sock, self.client_timeout)
+            if KERNEL_TIMEOUTS_INHERITED and self.client_timeout:
+                set_kernel_timeouts(listener.sock, self.client_timeout)
         # Everything accept() needs, resolved once (socket.accept converts enums each time).
         self._accept_from = [
             (listener.sock._accept, listener.sock.family.value, listener.sock.type.value,
@@ -77,7 +77,7 @@ class SyncWorker(Worker):
 
     def serve(self, client: socket.socket, addr: object, server_addr: object) -> None:
         assert self.ctx is not None
-        if self.client_timeout and not _INHERITED_TIMEOUTS:
+        if self.client_timeout and not KERNEL_TIMEOUTS_INHERITED:
             client.settimeout(self.client_timeout)
         conn = HTTPConnection(client, addr, server_addr, self.ctx)
         try:
@@ -88,9 +88,3 @@ class SyncWorker(Worker):
             conn.close()
         self.request_done()
 
-
-def _set_kernel_timeouts(sock: socket.socket, seconds: float) -> None:
-    whole = int(seconds)
-    value = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)

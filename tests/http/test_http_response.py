@@ -555,3 +555,80 @@ def test_keep_alive_response_is_not_held_back():
     assert raw.endswith(b"hello") and b"Connection: close" not in raw
     assert calls == [("sendall", 0)]
     assert not saw_eof
+
+
+# -- blocking sockets with kernel timeouts: the head is read with MSG_DONTWAIT first ------
+
+def _blocking_pair() -> tuple[socket.socket, socket.socket]:
+    """A socketpair whose server end is as the sync and gthread workers keep theirs: blocking,
+    timeouts in the kernel."""
+    from django_prefork.workers.base import set_kernel_timeouts
+
+    client, server = socket.socketpair()
+    client.settimeout(5)
+    server.settimeout(None)
+    set_kernel_timeouts(server, 5.0)
+    return client, server
+
+
+class _CallLog:
+    """A socket that records recv flags and settimeout calls."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.calls: list[tuple[str, object]] = []
+
+    def recv(self, n: int, flags: int = 0) -> bytes:
+        self.calls.append(("recv", flags))
+        return self._sock.recv(n, flags)
+
+    def settimeout(self, value) -> None:
+        self.calls.append(("settimeout", value))
+        self._sock.settimeout(value)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+def _serve_one(request_pieces, pause: float, header_timeout: float, log=None) -> bytes:
+    client, server = _blocking_pair()
+    ctx = make_ctx(simple_app(b"hello"), header_timeout=header_timeout)
+    ctx.recv_first = True
+    sock = _CallLog(server)
+    conn = HTTPConnection(sock, ("127.0.0.1", 5), ("127.0.0.1", 80), ctx)
+    thread = threading.Thread(target=conn.handle_request, daemon=True)
+    client.sendall(request_pieces[0])
+    thread.start()
+    for piece in request_pieces[1:]:
+        threading.Event().wait(pause)
+        client.sendall(piece)
+    thread.join(10)
+    conn.close()
+    if log is not None:
+        log.extend(sock.calls)
+    raw = b""
+    while data := client.recv(65536):
+        raw += data
+    client.close()
+    assert not thread.is_alive()
+    return raw
+
+
+@pytest.mark.skipif(not hasattr(socket, "MSG_DONTWAIT"), reason="MSG_DONTWAIT")
+def test_recv_first_whole_head_in_one_read():
+    calls: list = []
+    raw = _serve_one([b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"], 0, 1.0, calls)
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and raw.endswith(b"hello")
+    assert calls == [("recv", socket.MSG_DONTWAIT)]  # no timeout switching at all
+
+
+@pytest.mark.skipif(not hasattr(socket, "MSG_DONTWAIT"), reason="MSG_DONTWAIT")
+def test_recv_first_partial_head_waits_for_the_rest():
+    raw = _serve_one([b"GET / HTTP/1.1\r\nHo", b"st: x\r\n\r\n"], 0.1, 2.0)
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and raw.endswith(b"hello")
+
+
+@pytest.mark.skipif(not hasattr(socket, "MSG_DONTWAIT"), reason="MSG_DONTWAIT")
+def test_recv_first_partial_head_still_bounded_by_header_timeout():
+    raw = _serve_one([b"GET / HTTP/1.1\r\nHo"], 0, 0.3)
+    assert raw.startswith(b"HTTP/1.1 408 ")
