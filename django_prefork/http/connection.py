@@ -511,6 +511,12 @@ class HTTPConnection:
             if len(_SCRATCH) < _SCRATCH_KEEP:
                 _SCRATCH.append(scratch)
 
+    def feed(self, data: bytes) -> bytes:
+        """Add bytes read by the worker (waiting for a head) to the buffer; return it all."""
+        buf = self._buf + data if self._buf else data
+        self._buf = buf
+        return buf
+
     def unread(self, data: bytes) -> None:
         """Give back bytes of the next message (read along with the end of a body)."""
         self._buf = data + self._buf if self._buf else data

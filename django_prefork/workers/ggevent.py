@@ -15,9 +15,7 @@ after `timeout`.
 from __future__ import annotations
 
 import errno
-import select
 import signal
-import socket
 import time
 from typing import Any
 
@@ -27,16 +25,13 @@ from gevent import monkey
 from gevent import select as gselect
 from gevent.pool import Pool
 
-from django_prefork.http.connection import HTTPConnection
+from django_prefork.http.connection import RECV_SIZE, HTTPConnection
 from django_prefork.server.sockets import Listener
 from django_prefork.workers.base import Worker, log
 from django_prefork.workers.gthread import (
     ACCEPT_BACKOFF,
     DRAIN_GRACE,
-    FIRST_RECHECK,
     HANDOVER_TIMEOUT,
-    MAX_RECHECK,
-    PEEK_SIZE,
     TRANSIENT_ACCEPT_ERRORS,
     head_limit,
     head_ready,
@@ -45,8 +40,6 @@ from django_prefork.workers.gthread import (
 from django_prefork.workers.loadboard import FULL
 
 _os_close = monkey.get_original("os", "close")
-_poll = monkey.get_original("select", "poll")
-_POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000)
 
 #: A gevent worker leaves new connections to a less loaded worker only while it holds at
 #: least this many (loadboard.py: short connections must not wait on noise).
@@ -58,13 +51,6 @@ _CLOSE, _READY, _EXPIRED = 0, 1, 2
 
 class _DrainWakeup(Exception):
     """Thrown into a greenlet waiting between requests when the drain begins."""
-
-
-def _peer_closed(sock: Any) -> bool:
-    """Whether the client shut down its side (a partial head will never complete)."""
-    p = _poll()  # the real poll(2), with a zero timeout: never blocks the hub
-    p.register(sock.fileno(), _POLLRDHUP)
-    return bool(p.poll(0))
 
 
 class GeventWorker(Worker):
@@ -226,12 +212,12 @@ class GeventWorker(Worker):
             new = True  # a new client has head_limit to send its whole first head
             while True:
                 if not conn.has_pending_data():
-                    ready = self._wait_for_head(client, since, new)
+                    ready = self._wait_for_head(conn, client, since, new)
                     if ready == _CLOSE:
                         return
                     if ready == _EXPIRED:
-                        # header_timeout ran out on a partial head: the core reads what came,
-                        # its next recv times out at once, and it answers 408.
+                        # header_timeout ran out on a partial head: the core looks at what
+                        # came, its next recv times out at once, and it answers 408.
                         client.settimeout(HANDOVER_TIMEOUT)
                         conn.handle_request()
                         return
@@ -242,17 +228,6 @@ class GeventWorker(Worker):
                     return
                 since = time.monotonic()
                 new = False
-                # If the next request is there already (a fast client), let the other
-                # greenlets run first: a greenlet that never waits would serve its client
-                # over and over while the rest queue up (django-hello p99 716 ms without,
-                # 67-112 ms with). Only then: a yield after every request cost the 50 ms
-                # sleep row its p99 (120 -> 192 ms).
-                client.settimeout(0.0)
-                try:
-                    if client.recv(1, socket.MSG_PEEK):
-                        gevent.sleep(0)
-                except OSError:
-                    pass
         except Exception:  # the HTTP core handles app errors; this is a bug guard
             log.exception("Error handling request")
         finally:
@@ -261,61 +236,74 @@ class GeventWorker(Worker):
             self._open -= 1
             self.board.publish(self._open)
 
-    def _wait_for_head(self, sock: Any, since: float, new: bool) -> int:
-        """Wait (without reading) until a whole request head is buffered.
+    def _wait_for_head(self, conn: HTTPConnection, sock: Any, since: float, new: bool) -> int:
+        """Read until a whole request head is in the connection's buffer.
 
         _READY: hand the connection to the HTTP core (a head, or bytes it refuses at once);
         _EXPIRED: a partial head outlived `header_timeout` (the core answers 408); _CLOSE: the
         client closed, stayed silent too long, or the drain ends the wait.
 
         Waiting here rather than inside the HTTP core lets a drain close a connection that is
-        idle between requests. The wait is a recv(MSG_PEEK) on the socket itself: gevent
-        waits with the socket's own watcher, nothing is created per request (a select() on
-        the socket and a drain pipe made two watchers per request: wsgi-hello 107 -> 55 µs
-        of CPU per request, 11,900 -> 18,400 req/s, with the RequestScopedDraining removal).
+        idle between requests. The bytes read are the core's (`HTTPConnection.feed`), so it
+        parses them without a recv of its own: one recv per request, where a peek to wait, a
+        peek to look and the core's recv made three (and a peek after each response, to see
+        whether a fast client's next request was there already, a fourth). gevent waits with
+        the socket's own watcher: nothing is created per request.
         """
         idle = self._idle
+        limits = self.limits
         wait = self.head_limit if new else self.keepalive_timeout
         head_deadline = since + self.head_limit  # a new client's head counts from the accept
-        partial_since = 0.0
-        recheck = FIRST_RECHECK
+        partial = False
+        # A kept-alive connection first looks without waiting: if its next request is here
+        # already (a fast client), the other greenlets run first. A greenlet that never waits
+        # would serve its client over and over while the rest queue up (django-hello p99
+        # 716 ms without, 67-112 ms with). Only then: a yield after every request cost the
+        # 50 ms sleep row its p99 (120 -> 192 ms).
+        look_first = not new
         while True:
             now = time.monotonic()
-            if not partial_since:
-                deadline = since + wait
-                if self._drain_started:
-                    deadline = min(deadline, since + DRAIN_GRACE)
-                if deadline <= now:
-                    return _CLOSE
-                sock.settimeout(deadline - now)
-                idle.add(sock)
-                try:
-                    data = sock.recv(PEEK_SIZE, socket.MSG_PEEK)
-                except _DrainWakeup:
-                    continue  # look at the deadline again, with the drain grace
-                except OSError:  # the wait timed out, or a reset
-                    return _CLOSE
-                finally:
-                    idle.discard(sock)
-            else:
+            if partial:
                 deadline = head_deadline
                 if self._drain_started:
                     deadline = min(deadline, self._drain_started + DRAIN_GRACE)
-                if now >= deadline:
-                    return _EXPIRED
-                gevent.sleep(min(recheck, deadline - now))
-                recheck = min(MAX_RECHECK, recheck * 2)
-                if _peer_closed(sock):
-                    return _READY  # the core reads the partial head, meets EOF, closes
+            else:
+                deadline = since + wait
+                if self._drain_started:
+                    deadline = min(deadline, since + DRAIN_GRACE)
+            if deadline <= now:
+                return _EXPIRED if partial else _CLOSE
+            data = None
+            if look_first:
+                look_first = False
+                sock.settimeout(0.0)
                 try:
-                    data = sock.recv(PEEK_SIZE, socket.MSG_PEEK)
+                    data = sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    pass
                 except OSError:
                     return _CLOSE
+                if data:
+                    gevent.sleep(0)
+            if data is None:
+                sock.settimeout(deadline - now)
+                idle.add(sock)
+                try:
+                    data = sock.recv(RECV_SIZE)
+                except _DrainWakeup:
+                    continue  # look at the deadline again, with the drain grace
+                except TimeoutError:
+                    return _EXPIRED if partial else _CLOSE
+                except OSError:  # a reset
+                    return _CLOSE
+                finally:
+                    idle.discard(sock)
             if not data:
-                return _CLOSE  # the client closed between requests
-            if head_ready(data, self.limits):
+                return _CLOSE  # the client closed (a partial head gets no answer)
+            buffered = conn.feed(data)
+            if head_ready(buffered, limits):
                 return _READY
-            if not partial_since:
-                partial_since = time.monotonic()
+            if not partial:
+                partial = True
                 if not new:
-                    head_deadline = partial_since + self.head_limit
+                    head_deadline = time.monotonic() + self.head_limit
