@@ -30,3 +30,16 @@ def test_memory_freed_together_is_kept_for_the_next_requests():
     print(f"page faults re-allocating 16 MB: {tuned} tuned, {untuned} with glibc's defaults")
     assert tuned < PAGES_PER_ROUND // 8
     assert untuned > PAGES_PER_ROUND // 2  # the check measures something
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "gevent"])
+def test_workers_start_with_the_forking_process_objects_frozen(worker_class):
+    """Forked from the master (sync) or the zygote (gevent), a worker's cyclic GC leaves the
+    objects it was forked with alone (gc.freeze), so their shared pages are not copied."""
+    if worker_class == "gevent":
+        pytest.importorskip("gevent")
+    with Server("--workers", "1", "--worker-class", worker_class) as server:
+        server.start()
+        status, _, body = server.get("/__wsgi__/gc")
+        assert status == 200, body
+        assert int(body) > 10_000  # Django and the test project: tens of thousands of objects

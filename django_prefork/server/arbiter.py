@@ -29,7 +29,7 @@ from django_prefork.server.pidfile import Pidfile
 from django_prefork.server.sockets import BindError, Listener, create_listeners
 from django_prefork.server.spawn import spawn_interpreter
 from django_prefork.server.zygote import Zygote, ZygoteError, become_subreaper
-from django_prefork.workers.base import WORKER_BOOT_ERROR, set_process_title
+from django_prefork.workers.base import WORKER_BOOT_ERROR, freeze_before_fork, set_process_title
 from django_prefork.workers.boot import ENV_VAR as WORKER_ENV_VAR
 from django_prefork.workers.heartbeat import Heartbeat
 from django_prefork.workers.loadboard import LoadBoard
@@ -339,6 +339,7 @@ class Arbiter:
     def _fork_worker(self, heartbeat: Heartbeat) -> int:
         """Fork a worker that starts from this process's memory (copy-on-write)."""
         age = self.worker_age
+        freeze_before_fork()
         pid = os.fork()
         if pid != 0:
             return pid

@@ -6,6 +6,7 @@ work is done by the shared core in `django_prefork.http`.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -281,6 +282,18 @@ MALLOC_TRIM_THRESHOLD = 32 * 1024 * 1024
 MALLOC_ARENA_MAX = 2
 #: Set to 1 to leave glibc's malloc as it is.
 NO_MALLOPT_ENV = "DJANGO_PREFORK_NO_MALLOPT"
+
+
+def freeze_before_fork() -> None:
+    """Move every object the forking process holds (Django, the project, its settings) out
+    of the cyclic GC's reach before a worker is forked from it.
+
+    A worker's collections would otherwise walk those objects and write to their headers,
+    copying each page they share with the master or the zygote: gevent Django hello, PSS per
+    worker 30.7 -> 23.3 MB (docs/benchmarks.md). They are long-lived anyway; the worker's own
+    objects are collected as usual. (gc.freeze is meant for this: see its documentation.)
+    """
+    gc.freeze()
 
 
 def tune_malloc() -> None:

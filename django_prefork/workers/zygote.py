@@ -78,6 +78,9 @@ def main() -> None:
 
 def _fork_worker(control: socket.socket, cfg: object, listeners: list, board: object,
                  age: int, heartbeat_fd: int, master_pid: int) -> None:
+    from django_prefork.workers.base import freeze_before_fork
+
+    freeze_before_fork()
     middle = os.fork()
     if middle:
         os.close(heartbeat_fd)

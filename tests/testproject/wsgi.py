@@ -43,6 +43,12 @@ def application(environ, start_response):
         body = environ["wsgi.input"].read()
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return [body]
+    if path == "/__wsgi__/gc":
+        import gc
+
+        body = str(gc.get_freeze_count()).encode()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
     if path == "/__wsgi__/refault":
         body = str(refaults()).encode()
         start_response("200 OK", [("Content-Type", "text/plain")])
