@@ -485,6 +485,10 @@ def measure(kind: str, worker_class: str, row: Row, args: argparse.Namespace, wr
         if args.warmup > 0:
             run_load(load_command(wrk, row, server.port, args.warmup, args.client_threads,
                                   workdir), args.warmup)
+            # Requests the warm-up client left queued (a sync worker has a backlog of them
+            # on the sleep row: 2.5 s of dead connections) are served before this one: the
+            # measured load starts on a server that has caught up.
+            wait_ready(server.port, row)
         assert server.proc is not None
         children = server.refresh_workers()
         # runprefork's zygote (after a HUP, and for gevent) forks the workers and serves
