@@ -180,3 +180,81 @@ def test_w010_is_registered_with_the_ordinary_checks():
 def test_gevent_spreads_connections_over_workers():
     check_connections_spread(GEVENT)
 
+
+
+def test_gevent_sends_a_file_with_the_kernel_to_a_slow_reader():
+    """FileResponse through wsgi.file_wrapper: os.sendfile on the cooperative socket, waiting
+    in the hub whenever the socket buffer is full (the client reads late), over keep-alive."""
+    import hashlib
+    import socket
+    import time
+
+    from testproject.views import pattern
+
+    size = 8 * 1024 * 1024
+    with running("--workers", "1", *GEVENT) as server, \
+            socket.create_connection((server.host, server.port), timeout=10) as sock:
+        for _ in range(2):
+            sock.sendall(f"GET /file?size={size} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            time.sleep(0.3)  # the server fills the socket buffer and must wait
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += sock.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK")
+            assert f"Content-Length: {size}".encode() in head
+            while len(body) < size:
+                chunk = sock.recv(1 << 20)
+                assert chunk, "connection closed mid-file"
+                body += chunk
+            assert len(body) == size
+            assert hashlib.sha256(body).digest() == hashlib.sha256(pattern(size)).digest()
+
+
+COOPERATIVE_SENDFILE_CHECK = r"""
+import hashlib, os, tempfile
+import gevent, gevent.socket
+from django_prefork.workers import ggevent
+
+calls = []
+real_sendfile = os.sendfile
+def counting_sendfile(*args):
+    calls.append(args[3])
+    return real_sendfile(*args)
+ggevent.os.sendfile = counting_sendfile
+
+data = os.urandom(6 * 1024 * 1024)
+with tempfile.TemporaryFile() as f:
+    f.write(data)
+    a, b = gevent.socket.socketpair()
+    a.settimeout(10)
+    got = []
+    def reader():
+        gevent.sleep(0.2)  # late: the sender must wait for room
+        n = 0
+        while n < len(data) - 1000:
+            chunk = b.recv(1 << 20)
+            got.append(chunk)
+            n += len(chunk)
+    r = gevent.spawn(reader)
+    sent = ggevent.cooperative_sendfile(a, f, 1000, len(data) - 1000)
+    r.join(10)
+    assert sent == len(data) - 1000, sent
+    assert b"".join(got) == data[1000:]
+    assert f.tell() == len(data)
+    assert len(calls) >= 2, calls  # several kernel sends, waiting for room between them
+print("ok", len(calls))
+"""
+
+
+def test_cooperative_sendfile_is_zero_copy_and_waits_for_room():
+    """Run apart (this process never imports gevent's hub): the file goes out by os.sendfile
+    calls on the non-blocking socket, with waits in the hub when it is full."""
+    import subprocess
+    import sys
+
+    from server import REPO_ROOT
+
+    out = subprocess.run([sys.executable, "-c", COOPERATIVE_SENDFILE_CHECK], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("ok"), out.stdout + out.stderr

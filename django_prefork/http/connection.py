@@ -97,6 +97,9 @@ class ServerContext:
         self.is_ssl = bool(getattr(cfg, "is_ssl", False))
         self.default_scheme = "https" if self.is_ssl else "http"
         self.use_sendfile = not self.is_ssl
+        #: How a file goes out: `sock.sendfile(file, offset, count)` unless a worker class
+        #: sets a function `(sock, file, offset, count) -> bytes sent` (gevent does).
+        self.sendfile: Any = None
 
         allow = getattr(cfg, "forwarded_allow_ips", None) or ["127.0.0.1", "::1"]
         if isinstance(allow, str):
@@ -549,6 +552,9 @@ class HTTPConnection:
 
     def sendfile(self, file: Any, offset: int, count: int) -> int:
         try:
+            sendfile = self.ctx.sendfile
+            if sendfile is not None:
+                return sendfile(self.sock, file, offset, count)
             return self.sock.sendfile(file, offset, count)
         except OSError as exc:
             raise ClientDisconnected(f"sending a file: {exc}") from exc
