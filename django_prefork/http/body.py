@@ -173,7 +173,7 @@ class Body:
         reader = self._reader
         buf = self._buf
         if size is None or size < 0:
-            if not buf and _exact(reader, EXACT_MIN):
+            if not buf and _exact(reader):
                 return reader.read_exact(reader.remaining)  # type: ignore[union-attr]
             parts = [buf] if buf else []
             self._buf = b""
@@ -189,7 +189,7 @@ class Body:
         if reader is None:
             return buf
         have = len(buf)
-        if not have and size >= EXACT_MIN and _exact(reader, min(size, EXACT_MIN)):
+        if not have and size >= EXACT_MIN and _exact(reader):
             return reader.read_exact(size)  # type: ignore[union-attr]
         if not have:
             data = reader.read_some(size)
@@ -252,6 +252,7 @@ class Body:
         """Nothing to release: the connection owns the socket."""
 
 
-def _exact(reader: LengthReader | ChunkedReader | None, least: int) -> bool:
-    """Whether a read from `reader` can go through read_exact (a large enough length body)."""
-    return type(reader) is LengthReader and least <= reader.remaining <= EXACT_MAX
+def _exact(reader: LengthReader | ChunkedReader | None) -> bool:
+    """Whether a large read from `reader` goes through read_exact (a length body with
+    EXACT_MIN to EXACT_MAX bytes left)."""
+    return type(reader) is LengthReader and EXACT_MIN <= reader.remaining <= EXACT_MAX

@@ -160,10 +160,10 @@ class HTTPConnection:
         "_reader",
         "_trusted",
         "_unix",
-        "can_send_last",
         "can_sendfile",
         "client_addr",
         "ctx",
+        "plain_tcp",
         "request_line",
         "response_started",
         "server_addr",
@@ -186,11 +186,9 @@ class HTTPConnection:
         self.can_sendfile = (
             ctx.use_sendfile and hasattr(sock, "sendfile") and not hasattr(sock, "do_handshake")
         )
-        # TCP only: see send_last(). (TLS sockets refuse send flags; unix sockets have no
-        # segments to merge.)
-        self.can_send_last = bool(
-            self.can_sendfile and isinstance(server_addr, tuple) and _MSG_MORE
-        )
+        # A TCP socket without TLS: send/recv flags are allowed (TLS sockets refuse them) and
+        # there are segments to merge (send_last, recv_body_exact).
+        self.plain_tcp = self.can_sendfile and isinstance(server_addr, tuple)
 
         base = ctx.base_environ.copy()
         self._unix = not isinstance(server_addr, tuple)
@@ -499,7 +497,7 @@ class HTTPConnection:
         view[:have] = buf
         self._buf = b""
         recv_into = self.sock.recv_into
-        flags = _MSG_WAITALL if self.can_send_last else 0  # plain TCP: one call, usually
+        flags = _MSG_WAITALL if self.plain_tcp else 0  # one call, usually
         try:
             while have < n:
                 got = recv_into(view[have:n], n - have, flags)
@@ -540,7 +538,7 @@ class HTTPConnection:
         Plain WSGI hello with the sync worker (a new connection per request): 25 -> 19 µs
         of server CPU per request, 26,100 -> 27,500 req/s (docs/benchmarks.md).
         """
-        if not self.can_send_last:
+        if not (self.plain_tcp and _MSG_MORE):
             self.send(data)
             return
         sock = self.sock

@@ -37,7 +37,7 @@ from django_prefork.workers.base import (
     log,
     set_kernel_timeouts,
 )
-from django_prefork.workers.loadboard import FULL
+from django_prefork.workers.loadboard import ACCEPT_BACKOFF, FULL
 
 # accept() errors that concern one connection only (the client went away first).
 TRANSIENT_ACCEPT_ERRORS = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
@@ -62,10 +62,8 @@ HANDOVER_TIMEOUT = 0.01
 #: How often the main thread looks for idle connections whose wait is over (keep-alive
 #: timeout, a new client that stays silent, the drain grace).
 SCAN_INTERVAL = 0.25
-#: While another worker holds fewer connections, a worker leaves new connections to the
-#: other workers for this long before it looks at the listening sockets again.
-ACCEPT_BACKOFF = 0.0005
-#: ... but only while it holds at least this many connections per thread (loadboard.py).
+#: A worker defers a new connection (loadboard.ACCEPT_BACKOFF) only while it holds at least
+#: this many connections per thread.
 #: Measured on 2 workers x 4 threads, 50 clients (docs/workers.md, "Fair accept"): backoff
 #: 2 ms, floor 2: Connection: close 7,300 req/s; 0.5 ms and 4: 17,600 req/s (one worker
 #: alone: 17,000), keep-alive Django hello still 51:49. Without backoff: 100:0.

@@ -30,6 +30,10 @@ _INT = 4
 _SIZE = (1 + 2 * SLOTS) * _INT
 #: Published by a worker that cannot take another connection (at worker_connections).
 FULL = 1 << 30
+#: How long a worker leaves a new connection to a less loaded one before it takes it after
+#: all (so that none waits in the backlog while every worker is busy). 2 ms made gthread with
+#: Connection: close wait on every accept (docs/workers.md, "Fair accept").
+ACCEPT_BACKOFF = 0.0005
 
 
 class LoadBoard:
