@@ -107,6 +107,13 @@ def _attach(logger: logging.Logger, handler: logging.Handler, fmt: logging.Forma
         _state.propagate_off.add(logger.name)
 
 
+class LoggingSetupError(Exception):
+    """A log file named by the settings cannot be opened; the previous setup is kept.
+
+    ``str(exc)`` is one line naming the setting, the path and why.
+    """
+
+
 def configure_logging(cfg: Any) -> AccessLogger | None:
     """Wire our two loggers after Django's LOGGING; return the AccessLogger, None if off.
 
