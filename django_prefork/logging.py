@@ -119,25 +119,54 @@ def configure_logging(cfg: Any) -> AccessLogger | None:
 
     ``cfg`` needs ``errorlog`` ('-' = stderr, or a path), ``accesslog`` (None = off, '-' =
     stdout, or a path), ``loglevel`` and ``access_log_format``. Calling it again (HUP)
-    replaces what the previous call set up.
+    replaces what the previous call set up, but only once every new file is open: if one
+    cannot be opened it raises LoggingSetupError and the previous handlers stay in place, so
+    a reload with a bad path keeps logging where it did (as gunicorn keeps its old logger).
     """
+    error_target = None
+    if not _project_routes(ERROR_LOGGER):
+        error_target = getattr(cfg, "errorlog", "-") or "-"
+    access_target = getattr(cfg, "accesslog", None)
+    if access_target and _project_routes(ACCESS_LOGGER):
+        access_target = None
+    error_handler = _open_handler("errorlog", error_target, sys.stderr)
+    try:
+        access_handler = _open_handler("accesslog", access_target, sys.stdout)
+    except LoggingSetupError:
+        if error_handler is not None:
+            error_handler.close()
+        raise
+
     _undo_previous()
     _enable_our_loggers()
-
     error = logging.getLogger(ERROR_LOGGER)
     level = _LEVELS.get(str(getattr(cfg, "loglevel", "info") or "info").lower(), logging.INFO)
     _set_level(error, level)
-    if not _project_routes(ERROR_LOGGER):
-        target = getattr(cfg, "errorlog", "-") or "-"
-        _attach(error, _make_handler(target, sys.stderr),
-                logging.Formatter(ERROR_LOG_FORMAT, ERROR_LOG_DATEFMT))
-
+    if error_handler is not None:
+        _attach(error, error_handler, logging.Formatter(ERROR_LOG_FORMAT, ERROR_LOG_DATEFMT))
     access = logging.getLogger(ACCESS_LOGGER)
     _set_level(access, logging.INFO)
-    accesslog = getattr(cfg, "accesslog", None)
-    if accesslog and not _project_routes(ACCESS_LOGGER):
-        _attach(access, _make_handler(accesslog, sys.stdout), logging.Formatter("%(message)s"))
+    if access_handler is not None:
+        _attach(access, access_handler, logging.Formatter("%(message)s"))
     return make_access_logger(cfg)
+
+
+_SETTING_NAMES = {"errorlog": "--error-logfile (ERRORLOG)",
+                  "accesslog": "--access-logfile (ACCESSLOG)"}
+
+
+def _open_handler(setting: str, target: str | None, stream: Any) -> logging.Handler | None:
+    """The handler for one log setting, its file already open; None when it has none."""
+    if target is None:
+        return None
+    try:
+        return _make_handler(target, stream)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise LoggingSetupError(
+            f"{_SETTING_NAMES[setting]} {target!r} cannot be opened: {why}. Fix: create its "
+            "directory, make it writable by this user, or use '-' for the console."
+        ) from None
 
 
 def make_access_logger(cfg: Any) -> AccessLogger | None:

@@ -188,6 +188,31 @@ def test_reopen_log_files(tmp_path):
     assert read(tmp_path / "error.log.1")[0].endswith("first error")
 
 
+def test_unopenable_file_keeps_the_previous_handlers(tmp_path):
+    access_log = tmp_path / "access.log"
+    error_log = tmp_path / "error.log"
+    access = plog.configure_logging(make_cfg(accesslog=str(access_log), errorlog=str(error_log),
+                                             access_log_format="%(U)s"))
+    before = {name: logging.getLogger(name).handlers[:] for name in NAMES}
+    for bad in ({"accesslog": "/nonexistent/d/x.log", "errorlog": str(error_log)},
+                {"accesslog": str(access_log), "errorlog": "/nonexistent/d/x.log"}):
+        with pytest.raises(plog.LoggingSetupError) as caught:
+            plog.configure_logging(make_cfg(**bad))
+        message = str(caught.value)
+        assert "\n" not in message and "'/nonexistent/d/x.log'" in message
+        assert "No such file or directory" in message
+        assert ("ACCESSLOG" if bad["accesslog"].startswith("/nonexistent") else "ERRORLOG") \
+            in message
+        assert {name: logging.getLogger(name).handlers for name in NAMES} == before
+    access.log({"PATH_INFO": "/still"}, "200 OK", [], 0, 0.0)
+    logging.getLogger(plog.ERROR_LOGGER).info("still logging")
+    assert read(access_log) == ["/still"]
+    assert read(error_log)[0].endswith("still logging")
+    # A good path afterwards replaces the old handlers as usual.
+    plog.configure_logging(make_cfg(accesslog=str(tmp_path / "new.log"), errorlog=os.devnull))
+    assert len(logging.getLogger(plog.ACCESS_LOGGER).handlers) == 1
+
+
 # --- ErrorStream ----------------------------------------------------------------------------
 
 def test_error_stream_lines(caplog):
@@ -309,3 +334,62 @@ def test_log_uses_logger_and_never_raises(caplog):
         access.log({"PATH_INFO": "/y"}, None, [], 0, "not a number")  # type: ignore[arg-type]
     assert [r.getMessage() for r in caplog.records if r.name == "test.access"] == ["/x 0"]
     assert "Failed to format the access log line" in caplog.text
+
+
+# --- through a real server -------------------------------------------------------------------
+
+def _settings_module(tmp_path, name: str):
+    """A settings module in its own directory, rewritten by the test, and a Server using it."""
+    from server import Server
+
+    directory = tmp_path / "settingsmod"
+    directory.mkdir(exist_ok=True)
+    module = directory / f"{name}.py"
+    server = Server(settings=name)
+    server.env["PYTHONPATH"] = os.pathsep.join([str(directory), server.env["PYTHONPATH"]])
+    return module, server
+
+
+def _prefork_settings(**prefork: str) -> str:
+    return f"from testproject.settings import *\nPREFORK = {prefork!r}\n"
+
+
+@pytest.mark.integration
+def test_hup_with_a_log_path_that_cannot_be_opened_keeps_serving(tmp_path):
+    import signal
+
+    from server import wait_until
+
+    first_log, fixed_log = tmp_path / "access.log", tmp_path / "access-fixed.log"
+    module, server = _settings_module(tmp_path, "badlogsettings")
+    module.write_text(_prefork_settings(ACCESSLOG=str(first_log)))
+    with server:
+        server.start(wait_workers=1)
+        assert server.get("/hello")[0] == 200
+        wait_until(lambda: first_log.exists() and "/hello" in first_log.read_text(),
+                   message="the first access-log line")
+        module.write_text(_prefork_settings(ACCESSLOG="/nonexistent/d/x.log",
+                                            ERRORLOG="/nonexistent/d/x.log"))
+        mark = len(server.lines)
+        server.signal(signal.SIGHUP)
+        server.wait_for_line(r"Reload aborted.*cannot be opened", start=mark, timeout=30)
+        assert server.proc is not None and server.proc.poll() is None
+        status, _, _ = server.get("/hello?after-bad-hup")
+        assert status == 200
+        wait_until(lambda: "after-bad-hup" in first_log.read_text(),
+                   message="the old access log to keep working")
+        failures = [line for line in server.lines[mark:] if "/nonexistent/d/x.log" in line]
+        assert len(failures) == 1, server.output
+        assert "Traceback" not in "\n".join(server.lines[mark:])
+        # Fixing the path and sending HUP again switches to the new file.
+        module.write_text(_prefork_settings(ACCESSLOG=str(fixed_log)))
+        mark = len(server.lines)
+        server.signal(signal.SIGHUP)
+        server.wait_for_line(r"Reloading: starting generation", start=mark, timeout=30)
+
+        def served_into_fixed_log() -> bool:
+            server.get("/hello?after-fixed-hup")
+            return fixed_log.exists() and "after-fixed-hup" in fixed_log.read_text()
+
+        wait_until(served_into_fixed_log, timeout=30, interval=0.2,
+                   message="requests logged to the fixed access log")

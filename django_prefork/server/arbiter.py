@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django_prefork.conf import Config, ConfigError, parse_bind
+from django_prefork.logging import LoggingSetupError
 from django_prefork.server.pidfile import Pidfile
 from django_prefork.server.sockets import BindError, Listener, create_listeners
 from django_prefork.server.spawn import spawn_interpreter
@@ -367,6 +368,11 @@ class Arbiter:
         except ConfigError as exc:
             log.error("Reload aborted, keeping the running configuration: %s", exc)
             return
+        try:  # opens the new log files first; on failure the old handlers stay in place
+            self._configure_logging(new_cfg)
+        except LoggingSetupError as exc:
+            log.error("Reload aborted, keeping the running configuration and logs: %s", exc)
+            return
         if new_cfg.bind != self.cfg.bind:
             try:
                 listeners = create_listeners([parse_bind(b) for b in new_cfg.bind],
@@ -382,7 +388,6 @@ class Arbiter:
         self._cfg_before_reload = self.cfg
         self.cfg = new_cfg
         self.num_workers = new_cfg.workers
-        self._configure_logging()
         self.generation += 1
         self.generation_booted = False
         log.info("Reloading: starting generation %s", self.generation)
@@ -494,10 +499,10 @@ class Arbiter:
         else:
             log.error("Worker (pid:%s) exited with code %s", record.pid, code)
 
-    def _configure_logging(self) -> None:
+    def _configure_logging(self, cfg: Config) -> None:
         from django_prefork.logging import configure_logging
 
-        configure_logging(self.cfg)
+        configure_logging(cfg)
 
     def _reread_config(self) -> Config:
         """Load settings.py again in a fresh interpreter (this one has the old module)."""
