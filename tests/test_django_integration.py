@@ -115,3 +115,43 @@ def test_usr1_reopens_log_files_after_rotation(tmp_path: Path):
         server.get("/hello?settled")
         wait_until(lambda: "settled" in access.read_text(), message="the next line")
     assert "settled" not in rotated.read_text()
+
+
+@pytest.mark.parametrize("args", [
+    ("--worker-class", "sync"),
+    ("--worker-class", "gthread", "--threads", "2"),
+    ("--worker-class", "gevent"),
+    ("--worker-class", "sync", "--preload"),
+    ("--worker-class", "gthread", "--threads", "2", "--preload"),
+], ids=["sync", "gthread", "gevent", "sync-preload", "gthread-preload"])
+def test_project_loggers_stay_enabled_in_the_workers(args: tuple[str, ...]):
+    """LOGGING without disable_existing_loggers: an app's loggers must log in a worker.
+
+    The master (or zygote) applied LOGGING once and imported the project; a second
+    application in the worker would disable every logger that exists by then.
+    """
+    with Server(*args, settings="testproject.settings_logging") as server:
+        server.start()
+        status, _, body = server.get("/log?mark=visible-42")
+        assert (status, body) == (200, b"logged visible-42")
+        server.wait_for_line(r"PROJECT-LOG testproject\.views app visible-42", timeout=20)
+        server.wait_for_line(r"PROJECT-LOG thirdparty thirdparty visible-42", timeout=20)
+
+
+def test_project_loggers_stay_enabled_in_fresh_interpreter_workers():
+    """The exec path (no zygote) sets Django up and then loads the WSGI module, too."""
+    with Server("--worker-class", "sync", settings="testproject.settings_logging",
+                env={"DJANGO_PREFORK_NO_ZYGOTE": "1"}) as server:
+        server.start()
+        server.signal(signal.SIGHUP)  # after a HUP workers are fresh interpreters here
+        server.wait_for_line(r"Reloading: starting generation 1")
+        mark = len(server.lines)
+        server.wait_for_line(r"Booted worker with pid", start=mark, timeout=30)
+
+        def logged() -> bool:
+            server.get("/log?mark=fresh-7")
+            return any("PROJECT-LOG thirdparty thirdparty fresh-7" in line
+                       for line in server.lines[mark:])
+
+        wait_until(logged, timeout=30, interval=0.3, message="the third-party line after HUP")
+        server.wait_for_line(r"PROJECT-LOG testproject\.views app fresh-7", start=mark)

@@ -6,6 +6,7 @@ work is done by the shared core in `django_prefork.http`.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -16,6 +17,7 @@ import struct
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 from django_prefork.http.connection import ServerContext
@@ -215,10 +217,39 @@ class Worker:
 
 
 def load_wsgi_app() -> Any:
-    """Load settings.WSGI_APPLICATION exactly as runserver does."""
+    """Load settings.WSGI_APPLICATION as runserver does, without applying LOGGING twice.
+
+    The WSGI module calls get_wsgi_application(), that is django.setup(), which applies
+    LOGGING. Where Django is already set up in this process (the master, the zygote and their
+    forks, a fresh worker's boot), LOGGING was applied before the project's modules were
+    imported; applying it again would disable every logger they created since
+    (``disable_existing_loggers`` defaults to True), and a site's own log lines would vanish.
+    Under gunicorn a worker sets Django up once: so do we.
+    """
+    from django.apps import apps
     from django.core.servers.basehttp import get_internal_wsgi_application
 
-    return get_internal_wsgi_application()
+    if not apps.ready:
+        return get_internal_wsgi_application()
+    with _logging_already_configured():
+        return get_internal_wsgi_application()
+
+
+@contextlib.contextmanager
+def _logging_already_configured() -> Iterator[None]:
+    """Make django.setup() skip its LOGGING step (it looks the function up on each call)."""
+    from django.utils import log as django_log
+
+    original = django_log.configure_logging
+
+    def keep_the_logging_in_place(logging_config: Any, logging_settings: Any) -> None:
+        return None
+
+    django_log.configure_logging = keep_the_logging_in_place  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        django_log.configure_logging = original  # type: ignore[assignment]
 
 
 def set_process_title(role: str, cfg: Any) -> None:

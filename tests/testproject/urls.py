@@ -11,6 +11,7 @@ urlpatterns = [
     path("error", views.error),
     path("sleep", views.sleep),
     path("pid", views.pid),
+    path("log", views.log_lines),
     path("environ", views.environ),
     path("file", views.file_response),
     path("db_connection", views.db_connection),

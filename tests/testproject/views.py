@@ -1,12 +1,17 @@
 """Views the integration tests call over real sockets."""
 
 import hashlib
+import logging
 import os
 import tempfile
 import time
 
 from django.http import FileResponse, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
+
+from testproject.thirdparty import log as thirdparty_log
+
+log = logging.getLogger(__name__)
 
 
 def hello(request):
@@ -52,6 +57,14 @@ def sleep(request):
             f.write(str(os.getpid()))
     time.sleep(seconds)
     return HttpResponse(f"slept {seconds} in {os.getpid()}", content_type="text/plain")
+
+
+def log_lines(request):
+    """Log the given mark through the app's module logger and a third-party one."""
+    mark = request.GET.get("mark", "")
+    log.warning("app %s", mark)
+    thirdparty_log.warning("thirdparty %s", mark)
+    return HttpResponse(f"logged {mark}", content_type="text/plain")
 
 
 def pid(request):

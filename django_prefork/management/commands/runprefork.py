@@ -116,7 +116,7 @@ class Command(BaseCommand):
                 self.stderr.write("--preload is ignored with the gevent worker class.")
             else:
                 app = self.load_app()
-        # After the app is loaded: loading it may re-apply LOGGING (django.setup()).
+        # After the app is loaded, so our handlers are wired last.
         configure_logging(cfg)
         try:
             listeners = systemd_listeners() or create_listeners(
