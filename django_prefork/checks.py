@@ -5,14 +5,16 @@ Design (see docs/checks.md):
 * ``E001`` (PREFORK validation), ``W009`` (ignored storage settings) and ``W010`` (gevent
   with persistent DB connections) are ordinary checks: they run with every ``manage.py
   check``, ``runserver``, ``migrate`` and test run.
-* The static-file checks depend on ``DEBUG = False`` and on the deployed file system, so they
-  are deployment checks: ``manage.py check --deploy`` runs them, Django's test runner does not.
-* ``W001`` (DEBUG = True) only means something while runprefork is serving. Django's own
-  ``security.W018`` already covers ``check --deploy``, so ``W001`` stays silent unless the
-  caller is inside :func:`serving`.
+* The static- and media-file checks depend on ``DEBUG = False`` and on the deployed file
+  system, so they are deployment checks: ``manage.py check --deploy`` runs them, Django's
+  test runner does not.
+* Serving needs them too, in the same single pass as the ordinary checks (one summary, as
+  runserver prints): each is registered a second time as an ordinary check that answers only
+  inside :func:`serving`, under :data:`TAG_STARTUP`. ``W001`` (DEBUG = True) is such a check
+  only: Django's own ``security.W018`` already covers ``check --deploy``.
 
-``runprefork`` runs the ordinary checks (like ``runserver``), then, inside :func:`serving`,
-the deployment checks tagged :data:`TAG_STARTUP` (or just calls :func:`run_startup_checks`).
+``runprefork`` runs ``self.check()`` once inside :func:`serving` (or just calls
+:func:`run_startup_checks` for the serving-only ones).
 """
 
 from __future__ import annotations
@@ -35,19 +37,26 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-DOCS_URL = "https://django-prefork.readthedocs.io/en/latest/checks.html"
+#: Where each check's long explanation lives: the docs page in the source repository (and
+#: in the sdist). There is no docs site, so the hints name the file and its section.
+DOCS_PAGE = "docs/checks.md"
 
 #: PREFORK setting validation (ordinary check).
 TAG_SETTINGS = "prefork_settings"
 #: Every static-files check (``manage.py check --deploy --tag prefork_static``).
 TAG_STATIC = "prefork_static"
-#: Deployment checks runprefork runs at start-up, on top of the ordinary checks.
+#: The media-files check (``manage.py check --deploy --tag prefork_media``).
+TAG_MEDIA = "prefork_media"
+#: Checks that answer only while runprefork starts up (inside serving()).
 TAG_STARTUP = "prefork_startup"
 STARTUP_TAGS = (TAG_STARTUP,)
 STARTUP_CHECK_TAGS = STARTUP_TAGS  # the name runprefork imports
 
-#: Top-level Django setting: something other than this process serves STATIC_URL.
+#: Top-level Django setting: something other than this process serves STATIC_URL (and,
+#: unless MEDIA_SERVED_BY_SETTING says otherwise, MEDIA_URL).
 SERVED_BY_SETTING = "PREFORK_STATIC_SERVED_BY"
+#: Top-level Django setting: something other than this process serves MEDIA_URL.
+MEDIA_SERVED_BY_SETTING = "PREFORK_MEDIA_SERVED_BY"
 
 SECURITY_MIDDLEWARE = "django.middleware.security.SecurityMiddleware"
 STATIC_MIDDLEWARE = {
@@ -79,10 +88,14 @@ EARLY_RESPONSE_MIDDLEWARE = {
 _SETTINGS_IGNORED_SINCE_51 = ("STATICFILES_STORAGE", "DEFAULT_FILE_STORAGE")
 
 
+def docs_reference(check_id: str) -> str:
+    """``docs/checks.md#w002`` for ``django_prefork.W002``: the section explaining it."""
+    return f"{DOCS_PAGE}#{check_id.rsplit('.', 1)[-1].lower()}"
+
+
 def _hint(text: str, check_id: str) -> str:
-    """Append the docs link so every message says where the long explanation lives."""
-    anchor = check_id.rsplit(".", 1)[-1].lower()
-    return f"{text} See {DOCS_URL}#{anchor}"
+    """Append the docs reference so every message says where the long explanation lives."""
+    return f"{text} See django-prefork's {docs_reference(check_id)}"
 
 
 # --- serving state -------------------------------------------------------------------------
@@ -90,32 +103,47 @@ def _hint(text: str, check_id: str) -> str:
 class _Serving:
     """What runprefork told us about the process that is about to serve."""
 
-    def __init__(self, app: Any = None) -> None:
+    def __init__(self, app: Any = None, cfg: Any = None) -> None:
         self.app = app
+        self.cfg = cfg
 
 
 _serving: _Serving | None = None
 
 
 @contextmanager
-def serving(app: Any = None) -> Iterator[None]:
-    """Run checks as runprefork's start-up: enables W001 and lets us inspect a loaded app.
+def serving(app: Any = None, cfg: Any = None) -> Iterator[None]:
+    """Run checks as runprefork's start-up: enables the serving-only checks.
 
     ``app`` is the WSGI application when it is already loaded (``--preload``); without it the
-    checks look at ``WSGI_APPLICATION`` without importing the project's WSGI module.
+    checks look at ``WSGI_APPLICATION`` without importing the project's WSGI module. ``cfg``
+    is the resolved server Config (command line included), when it could be loaded.
     """
     global _serving
-    previous, _serving = _serving, _Serving(app)
+    previous, _serving = _serving, _Serving(app, cfg)
     try:
         yield
     finally:
         _serving = previous
 
 
-def run_startup_checks(app: Any = None) -> list[CheckMessage]:
-    """The deployment checks runprefork adds at start-up (static files, DEBUG), as messages."""
-    with serving(app):
-        return checks.run_checks(include_deployment_checks=True, tags=list(STARTUP_TAGS))
+def run_startup_checks(app: Any = None, cfg: Any = None) -> list[CheckMessage]:
+    """The checks runprefork adds at start-up (static and media files, DEBUG), as messages."""
+    with serving(app, cfg):
+        return checks.run_checks(tags=list(STARTUP_TAGS))
+
+
+def _only_while_serving(check: Any) -> Any:
+    """The same check as an ordinary one that answers only inside serving()."""
+    def while_serving(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+        if _serving is None:
+            return []
+        result: list[CheckMessage] = check(app_configs, **kwargs)
+        return result
+
+    while_serving.__name__ = f"{check.__name__}_while_serving"
+    while_serving.__doc__ = check.__doc__
+    return while_serving
 
 
 # --- PREFORK -------------------------------------------------------------------------------
@@ -298,7 +326,8 @@ def check_static_files(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
             "WhiteNoise/ServeStatic middleware nor a WhiteNoise/ServeStatic WSGI wrapper is "
             "configured, so every /static/ request will be a 404.",
             hint=_hint(
-                "Add 'whitenoise.middleware.WhiteNoiseMiddleware' directly after "
+                "Install WhiteNoise ('pip install whitenoise') and add "
+                "'whitenoise.middleware.WhiteNoiseMiddleware' directly after "
                 f"SecurityMiddleware, or set {SERVED_BY_SETTING} = 'proxy' if a proxy or CDN "
                 "serves STATIC_URL.", "django_prefork.W002"),
             id="django_prefork.W002",
@@ -333,6 +362,54 @@ def check_static_files(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
                 id="django_prefork.W004",
             ))
     return messages
+
+
+def _media_served_externally() -> bool:
+    return bool(getattr(settings, MEDIA_SERVED_BY_SETTING, None)) or _served_externally()
+
+
+def _urlconf_serves(path: str) -> bool:
+    """Whether the project's URLconf has a view for ``path`` (e.g. a static.serve route)."""
+    from django.urls import Resolver404, resolve
+
+    try:
+        resolve(path)
+    except Resolver404:
+        return False
+    except Exception:  # a broken URLconf is Django's own check (urls.E004 and friends)
+        return True
+    return True
+
+
+def check_media_files(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W011: with DEBUG off, Django serves no uploads; something else must serve MEDIA_URL."""
+    # Django reads an unset (empty) MEDIA_URL as the script prefix, "/": no media URL.
+    url = str(getattr(settings, "MEDIA_URL", "") or "")
+    unset = not settings.is_overridden("MEDIA_URL") or url in ("", "/")
+    if settings.DEBUG or unset or _media_served_externally():
+        return []
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc:
+        return []  # absolute: a CDN or another host serves it
+    default = (getattr(settings, "STORAGES", None) or {}).get("default") or {}
+    try:
+        storage_cls = import_string(default["BACKEND"]) if default.get("BACKEND") else None
+    except Exception:
+        storage_cls = None
+    if isinstance(storage_cls, type) and not _is_filesystem_storage(storage_cls):
+        return []  # a remote storage (S3, ...) hands out its own URLs
+    path = parts.path if parts.path.startswith("/") else "/" + parts.path
+    if _urlconf_serves(path.rstrip("/") + "/prefork-check-probe.txt"):
+        return []
+    return [Warning(
+        f"Nothing serves MEDIA_URL ({url!r}): DEBUG is False, Django serves uploaded files "
+        "only in development, and no URL pattern matches it, so every uploaded file's URL "
+        "will be a 404.",
+        hint=_hint(f"Let the proxy serve MEDIA_ROOT at {url} (then set "
+                   f"{MEDIA_SERVED_BY_SETTING} = 'proxy'), or store uploads on a remote "
+                   "storage whose URLs serve them.", "django_prefork.W011"),
+        id="django_prefork.W011",
+    )]
 
 
 def check_static_middleware_order(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -469,12 +546,19 @@ def check_gevent_persistent_connections(app_configs: Any = None,
     return messages
 
 
+#: Deployment checks that runprefork also runs at start-up.
+_SERVING_DEPLOY_CHECKS = (check_static_files, check_static_middleware_order,
+                          check_static_dev_settings, check_static_storage)
+
+
 def register_checks() -> None:
     """Called from AppConfig.ready(); see the module docstring for the tag design."""
     checks.register(check_prefork_settings, TAG_SETTINGS)
     checks.register(check_gevent_persistent_connections, TAG_SETTINGS)
     checks.register(check_ignored_storage_settings, TAG_STATIC)
-    for check in (check_static_files, check_static_middleware_order,
-                  check_static_dev_settings, check_static_storage):
-        checks.register(check, TAG_STATIC, TAG_STARTUP, deploy=True)
-    checks.register(check_debug_while_serving, TAG_STARTUP, deploy=True)
+    for check in _SERVING_DEPLOY_CHECKS:
+        checks.register(check, TAG_STATIC, deploy=True)
+        checks.register(_only_while_serving(check), TAG_STARTUP)
+    checks.register(check_media_files, TAG_MEDIA, deploy=True)
+    checks.register(_only_while_serving(check_media_files), TAG_STARTUP)
+    checks.register(check_debug_while_serving, TAG_STARTUP)

@@ -55,11 +55,80 @@ _state = _State()
 
 # --- configuration -------------------------------------------------------------------------
 
-def _make_handler(target: str, stream: Any) -> logging.Handler:
+#: While a log cannot be written, say so at most this often (the first failure at once).
+WRITE_FAILURE_REPORT_INTERVAL = 60.0
+
+
+class _ReportsWriteFailures:
+    """A handler that cannot write (full disk, closed pipe) says so in one line, not one
+    ``--- Logging error ---`` traceback per record, then at most once a minute with the count
+    of lost records, and once more when writing works again.
+
+    The reports go straight to the process's stderr, never through logging: the failing log
+    may be the error log itself. emit() runs under the handler's lock, so the counters need
+    no lock of their own.
+    """
+
+    log_name = "log"
+    _lost = 0
+    _lost_reported = 0
+    _failed_in_emit = False
+    _next_report = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed_in_emit = False
+        super().emit(record)  # type: ignore[misc]
+        if not self._failed_in_emit and self._lost:
+            _report(f"django-prefork: the {self.log_name} is written again; "
+                    f"{self._lost} line{'s' if self._lost != 1 else ''} could not be written.")
+            self._lost = self._lost_reported = 0
+            self._next_report = 0.0
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._failed_in_emit = True
+        self._lost += 1
+        now = time.monotonic()
+        if now < self._next_report:
+            return
+        self._next_report = now + WRITE_FAILURE_REPORT_INTERVAL
+        exc = sys.exc_info()[1]
+        why = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) if exc else "?"
+        if self._lost == 1:
+            _report(f"django-prefork: cannot write the {self.log_name}: {why}; lines are "
+                    f"lost until it can (reported at most every "
+                    f"{WRITE_FAILURE_REPORT_INTERVAL:.0f} s).")
+        else:
+            _report(f"django-prefork: still cannot write the {self.log_name}: {why}; "
+                    f"{self._lost - self._lost_reported} more lines lost.")
+        self._lost_reported = self._lost
+
+
+def _report(line: str) -> None:
+    stream = sys.__stderr__ or sys.stderr
+    try:
+        stream.write(line + "\n")
+        stream.flush()
+    except Exception:  # nowhere left to say it
+        pass
+
+
+class _StreamHandler(_ReportsWriteFailures, logging.StreamHandler):  # type: ignore[type-arg]
+    pass
+
+
+class _FileHandler(_ReportsWriteFailures, logging.FileHandler):
+    pass
+
+
+def _make_handler(target: str, stream: Any, log_name: str = "log") -> logging.Handler:
     """'-' is the given standard stream; anything else a file opened for appending."""
+    handler: _StreamHandler | _FileHandler
     if target == "-":
-        return logging.StreamHandler(stream)
-    return logging.FileHandler(target, mode="a", encoding="utf-8")
+        handler = _StreamHandler(stream)
+    else:
+        handler = _FileHandler(target, mode="a", encoding="utf-8")
+    handler.log_name = log_name if target == "-" else f"{log_name} {target}"
+    return handler
 
 
 def _undo_previous() -> None:
@@ -160,7 +229,7 @@ def _open_handler(setting: str, target: str | None, stream: Any) -> logging.Hand
     if target is None:
         return None
     try:
-        return _make_handler(target, stream)
+        return _make_handler(target, stream, setting.replace("log", " log"))
     except OSError as exc:
         why = exc.strerror or str(exc)
         raise LoggingSetupError(

@@ -93,7 +93,33 @@ def test_w001_debug_only_when_serving():
 def test_messages_link_to_docs():
     with configured(DEBUG=True), checks.serving():
         (msg,) = checks.check_debug_while_serving()
-    assert msg.hint.endswith(f"{checks.DOCS_URL}#w001")
+    assert msg.hint.endswith("See django-prefork's docs/checks.md#w001")
+
+
+def test_every_check_id_has_its_section_in_the_docs():
+    """Each ID the checks can emit names a section that exists in docs/checks.md."""
+    import re
+    from pathlib import Path
+
+    source = Path(checks.__file__).read_text()
+    emitted = set(re.findall(r'id="(django_prefork\.[EW]\d{3})"', source))
+    hinted = set(re.findall(r'"(django_prefork\.[EW]\d{3})"\)', source))
+    assert emitted and emitted == hinted  # every message has a hint with its own ID
+    docs = (Path(__file__).resolve().parent.parent / checks.DOCS_PAGE).read_text()
+    anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', docs))
+    for check_id in sorted(emitted):
+        page, _, anchor = checks.docs_reference(check_id).partition("#")
+        assert page == checks.DOCS_PAGE
+        assert anchor in anchors, f"{check_id}: no <a id={anchor!r}> in {checks.DOCS_PAGE}"
+        assert f"### {check_id} " in docs, f"{check_id} has no reference section"
+
+
+def test_startup_checks_run_in_the_ordinary_pass_only_while_serving():
+    with configured(DEBUG=False, MIDDLEWARE=[]):
+        assert "django_prefork.W002" not in ids(dj_checks.run_checks())
+        with checks.serving():
+            found = ids(dj_checks.run_checks())
+    assert found.count("django_prefork.W002") == 1
 
 
 # --- W002 -----------------------------------------------------------------------------------
@@ -295,3 +321,34 @@ def test_e001_valid_or_missing_prefork():
     with override_settings():
         del settings.PREFORK
         assert checks.check_prefork_settings() == []
+
+
+# --- W011 -----------------------------------------------------------------------------------
+
+def test_w011_media_url_that_nothing_serves():
+    with configured(MEDIA_URL="/media/"):
+        (msg,) = checks.check_media_files()
+    assert msg.id == "django_prefork.W011"
+    assert "'/media/'" in msg.msg and "PREFORK_MEDIA_SERVED_BY" in msg.hint
+    with configured(MEDIA_URL="/media/"):
+        assert "django_prefork.W011" in ids(dj_checks.run_checks(include_deployment_checks=True))
+        assert "django_prefork.W011" not in ids(dj_checks.run_checks())
+        assert "django_prefork.W011" in ids(checks.run_startup_checks())
+
+
+@pytest.mark.parametrize("overrides", [
+    {"MEDIA_URL": ""},
+    {"MEDIA_URL": "/media/", "DEBUG": True},
+    {"MEDIA_URL": "https://media.example.com/"},
+    {"MEDIA_URL": "//media.example.com/"},
+    {"MEDIA_URL": "/media/", "PREFORK_MEDIA_SERVED_BY": "proxy"},
+    {"MEDIA_URL": "/media/", "PREFORK_STATIC_SERVED_BY": "nginx"},
+    {"MEDIA_URL": "/media/", "ROOT_URLCONF": "testproject.urls_media"},
+    {"MEDIA_URL": "/media/", "STORAGES": {
+        "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+        "staticfiles": {"BACKEND": STATIC_FILES}}},
+], ids=["unset", "debug", "absolute", "scheme-relative", "own-opt-out", "static-opt-out",
+        "urlconf-serves", "remote-storage"])
+def test_w011_silent(overrides):
+    with configured(**overrides):
+        assert checks.check_media_files() == []

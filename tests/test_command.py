@@ -12,7 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from server import REPO_ROOT, TESTS_DIR, Server, running
+from server import REPO_ROOT, TESTS_DIR, Server, running, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -191,3 +191,104 @@ def test_bind_to_an_inherited_fd():
         with server:
             assert server.port == port
             assert server.get("/hello")[0] == 200
+
+
+# --- start-up messages ----------------------------------------------------------------------
+
+def _settings_file(tmp_path, name: str, body: str) -> dict[str, str]:
+    """Write a settings module into tmp_path; return the env that makes it importable."""
+    (tmp_path / f"{name}.py").write_text("from testproject.settings import *\n" + body)
+    return {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(TESTS_DIR), str(REPO_ROOT)])}
+
+
+def test_checks_run_once_with_one_summary(tmp_path):
+    # Nothing serves STATIC_URL: W002 must be in the one and only summary.
+    env = _settings_file(tmp_path, "nostatic", "MIDDLEWARE = "
+                         "['django.middleware.security.SecurityMiddleware']\n")
+    server = Server(settings="nostatic", env=env)
+    with server:
+        server.start()
+        output = server.output
+    summaries = [line for line in output.splitlines() if "System check identified" in line]
+    assert summaries == ["System check identified some issues:",
+                         "System check identified 1 issue (0 silenced)."], output
+    assert output.count("django_prefork.W002") == 1
+    assert "pip install whitenoise" in output
+    assert "no issues" not in output
+
+
+def test_check_config_reports_every_problem(tmp_path):
+    env = _settings_file(tmp_path, "manyproblems",
+                         "PREFORK = {'WORKERS': 0, 'TIMOUT': 5}\n"
+                         "MIDDLEWARE = ['django.middleware.security.SecurityMiddleware']\n")
+    env["WEB_CONCURRENCY"] = "lots"
+    result = run_command("--check-config", "--keep-alive", "-1", "--pid",
+                         str(tmp_path / "missing" / "x.pid"), settings="manyproblems", env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    for expected in (r"PREFORK\['WORKERS'\] = 0 is invalid", r"unknown key 'TIMOUT'",
+                     r"WEB_CONCURRENCY='lots' is invalid", r"--keep-alive -1 is invalid",
+                     r"django_prefork\.W002", r"--pid \(PIDFILE\) .*missing.*does not exist"):
+        assert re.search(expected, output), f"{expected!r} not in:\n{output}"
+    assert output.count("'WORKERS'] = 0 is invalid") == 1  # E001 only, not twice
+    assert "Traceback" not in output
+    assert "Configuration OK" not in output
+    # Without --check-config the first problem is one line that says there are more.
+    result = run_command("--keep-alive", "-1", settings="manyproblems", env=env)
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and "more problems: --check-config lists them all" in line
+
+
+def _live_pidfile(tmp_path) -> str:
+    path = tmp_path / "live.pid"
+    path.write_text(f"{os.getpid()}\n")  # this test process: certainly running
+    return str(path)
+
+
+@pytest.mark.parametrize(("make_args", "expected"), [
+    (lambda p: ["--pid", str(p / "no" / "such" / "dir" / "x.pid")],
+     r"--pid \(PIDFILE\) '.*/no/such/dir/x\.pid': the directory .* does not exist"),
+    (lambda p: ["--pid", _live_pidfile(p)],
+     rf"--pid \(PIDFILE\) '.*live\.pid' names process {os.getpid()}, which is running"),
+    (lambda p: ["--error-logfile", "/nonexistent/d/error.log"],
+     r"--error-logfile \(ERRORLOG\) '/nonexistent/d/error\.log' cannot be opened"),
+    (lambda p: ["--access-logfile", "/nonexistent/d/access.log"],
+     r"--access-logfile \(ACCESSLOG\) '/nonexistent/d/access\.log' cannot be opened"),
+    (lambda p: ["--access-logfile", str(p)],
+     r"--access-logfile \(ACCESSLOG\) .* cannot be opened: it is a directory"),
+], ids=["pidfile-dir-missing", "pidfile-live-process", "errorlog", "accesslog", "log-is-dir"])
+def test_startup_errors_are_one_line(tmp_path, make_args, expected):
+    result = run_command(*make_args(tmp_path))
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert re.search(expected, lines[0]), lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "Listening at" not in result.stdout + result.stderr  # nothing was bound
+
+
+def test_listening_at_goes_to_the_error_log(tmp_path):
+    error_log = tmp_path / "error.log"
+    server = Server("--error-logfile", str(error_log))
+    with server:
+        server.start(wait_workers=None)
+        wait_until(lambda: error_log.exists() and "Booted worker" in error_log.read_text(),
+                   timeout=30, message="the worker's boot in the error log")
+        match = re.search(r"\[INFO\] Listening at: http://127\.0\.0\.1:(\d+) "
+                          rf"\(pid {server.pid}\)", error_log.read_text())
+        assert match, error_log.read_text()
+        server.port = int(match.group(1))
+        assert server.get("/hello")[0] == 200
+        assert "Listening at" not in server.output  # stdout has the banner's other lines
+        assert "Using worker: sync" in server.output
+
+
+def test_access_log_on_a_full_disk_is_reported_once():
+    with running("--access-logfile", "/dev/full") as server:
+        for _ in range(40):
+            assert server.get("/hello")[0] == 200
+        server.wait_for_line(r"cannot write the access log /dev/full: No space left on device")
+        output = server.output
+    assert output.count("cannot write the access log") == 1, output
+    assert "Logging error" not in output
+    assert "Traceback" not in output

@@ -213,6 +213,60 @@ def test_unopenable_file_keeps_the_previous_handlers(tmp_path):
     assert len(logging.getLogger(plog.ACCESS_LOGGER).handlers) == 1
 
 
+class FlakyStream:
+    """A stream that fails to write (as a full disk does) while ``full`` is set."""
+
+    def __init__(self) -> None:
+        self.full = False
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> int:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        self.lines.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_log_that_cannot_be_written_is_reported_once_then_rate_limited(capfd, monkeypatch):
+    stream = FlakyStream()
+    handler = plog._make_handler("-", stream, "access log")
+    logger = logging.getLogger("test.flaky")
+    logger.addHandler(handler)
+    logger.propagate = False
+    clock = [1000.0]
+    monkeypatch.setattr(plog.time, "monotonic", lambda: clock[0])
+    try:
+        logger.warning("written")
+        stream.full = True
+        for _ in range(500):
+            logger.warning("lost")
+        first = capfd.readouterr().err.splitlines()
+        assert first == ["django-prefork: cannot write the access log: No space left on device; "
+                         "lines are lost until it can (reported at most every 60 s)."]
+        clock[0] += plog.WRITE_FAILURE_REPORT_INTERVAL
+        logger.warning("lost")
+        logger.warning("lost")
+        later = capfd.readouterr().err.splitlines()
+        assert later == ["django-prefork: still cannot write the access log: No space left on "
+                         "device; 500 more lines lost."]
+        stream.full = False
+        logger.warning("back")
+        logger.warning("again")
+        recovered = capfd.readouterr().err.splitlines()
+        assert recovered == ["django-prefork: the access log is written again; 502 lines could "
+                             "not be written."]
+        assert [line.strip() for line in stream.lines] == ["written", "back", "again"]
+        # A new failure after recovery is reported at once again.
+        stream.full = True
+        logger.warning("lost")
+        assert "cannot write the access log" in capfd.readouterr().err
+    finally:
+        logger.removeHandler(handler)
+
+
 # --- ErrorStream ----------------------------------------------------------------------------
 
 def test_error_stream_lines(caplog):

@@ -6,7 +6,15 @@ Importing this package never imports Django (workers and the docs generator use 
 from __future__ import annotations
 
 from .binds import BindSpec, parse_addrport, parse_bind
-from .loader import SOURCES, Config, ConfigError, add_arguments, load_config, validate_prefork
+from .loader import (
+    SOURCES,
+    Config,
+    ConfigError,
+    add_arguments,
+    load_config,
+    load_config_collecting,
+    validate_prefork,
+)
 from .registry import SETTINGS, SETTINGS_BY_KEY, SETTINGS_BY_NAME, Setting
 
 __all__ = [
@@ -20,6 +28,7 @@ __all__ = [
     "Setting",
     "add_arguments",
     "load_config",
+    "load_config_collecting",
     "parse_addrport",
     "parse_bind",
     "validate_prefork",

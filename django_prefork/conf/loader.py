@@ -25,6 +25,7 @@ __all__ = [
     "ConfigError",
     "add_arguments",
     "load_config",
+    "load_config_collecting",
     "validate_prefork",
 ]
 
@@ -366,19 +367,33 @@ def load_config(prefork: Mapping[str, Any] | None = None,
 
     The raised error's ``errors`` attribute lists every problem found.
     """
+    cfg, errors = load_config_collecting(prefork, environ, cli)
+    _raise_first(errors)
+    return cfg
+
+
+def load_config_collecting(prefork: Mapping[str, Any] | None = None,
+                           environ: Mapping[str, str] | None = None,
+                           cli: Mapping[str, Any] | None = None,
+                           ) -> tuple[Config, list[ConfigError]]:
+    """Collect-all mode (``--check-config``): every problem, and a Config of the rest.
+
+    A value with a problem is left out, so its setting keeps the value of the layer below
+    (or the default); the Config lets the later checks look at everything that is valid.
+    """
     layers = [
         (PREFORK, _check_prefork(prefork)),
         (ENVIRONMENT, _check_environ(environ)),
         (COMMAND_LINE, _check_cli(cli)),
     ]
-    _raise_first([err for _, (_, errs) in layers for err in errs])
+    errors = [err for _, (_, errs) in layers for err in errs]
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for source, (layer_values, _) in layers:
         for name, value in layer_values.items():
             values[name] = value
             sources[name] = source
-    return Config(values, sources)
+    return Config(values, sources), errors
 
 
 def _help(setting: Setting) -> str:

@@ -2,6 +2,8 @@
 
 Thin on purpose: parse options, resolve and validate the settings, run the system checks, bind,
 print the banner, then hand over to the arbiter. Everything else lives in the server package.
+Every start-up mistake ends in one line and a non-zero exit, never a traceback (except the
+project's own import error, whose traceback is the useful part).
 """
 
 from __future__ import annotations
@@ -13,13 +15,21 @@ from typing import Any
 
 import django
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, SystemCheckError
 
 from django_prefork import __version__
-from django_prefork.conf import SETTINGS, Config, ConfigError, load_config, parse_bind
+from django_prefork.conf import (
+    SETTINGS,
+    Config,
+    ConfigError,
+    load_config,
+    load_config_collecting,
+    parse_bind,
+)
 from django_prefork.conf import add_arguments as add_setting_arguments
 
 EXIT_CONFIG_ERROR = 2
+EXIT_STARTUP_ERROR = 1
 
 
 class Command(BaseCommand):
@@ -46,16 +56,15 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         cli = self.cli_overrides(options)
+        if options["check_config"] and not options["print_config"]:
+            self.check_config(cli, run_checks=not options["skip_checks"])
+            return
         cfg = self.load_settings(cli)
         if options["print_config"]:
             self.stdout.write(cfg.format_for_print())
             return
         if not options["skip_checks"]:
-            self.run_checks()
-        if options["check_config"]:
-            self.load_app()
-            self.stdout.write("Configuration OK.")
-            return
+            self.run_checks(cfg=cfg)
         self.serve(cfg, cli)
 
     # -- steps -----------------------------------------------------------------------------
@@ -76,20 +85,56 @@ class Command(BaseCommand):
 
     @staticmethod
     def load_settings(cli: dict[str, Any]) -> Config:
+        """The resolved settings; the first mistake as one line (and how many more there are)."""
         try:
             return load_config(prefork=getattr(settings, "PREFORK", None),
                                environ=os.environ, cli=cli)
         except ConfigError as exc:
-            raise CommandError(str(exc), returncode=EXIT_CONFIG_ERROR) from None
+            more = len(exc.errors) - 1
+            suffix = (f" ({more} more problem{'s' if more > 1 else ''}: --check-config lists "
+                      "them all)") if more else ""
+            raise CommandError(f"{exc}{suffix}", returncode=EXIT_CONFIG_ERROR) from None
 
-    def run_checks(self, app: Any = None) -> None:
-        from django_prefork.checks import STARTUP_TAGS, serving
+    def check_config(self, cli: dict[str, Any], *, run_checks: bool) -> None:
+        """--check-config: report every problem, as ``manage.py check`` does, then exit.
+
+        The settings, the system checks, the start-up paths and the app are each looked at
+        even when an earlier one failed, so one run lists everything to fix.
+        """
+        cfg, errors = load_config_collecting(prefork=getattr(settings, "PREFORK", None),
+                                             environ=os.environ, cli=cli)
+        failed = bool(errors)
+        # The system checks report PREFORK's own problems (E001, with a hint): not twice.
+        for err in errors:
+            if not run_checks or err.source != "PREFORK":
+                self.stderr.write(f"ERROR: {err}")
+        if run_checks:
+            try:
+                self.run_checks(cfg=cfg)
+            except SystemCheckError as exc:
+                self.stderr.write(str(exc))
+                failed = True
+        for problem in startup_problems(cfg):
+            self.stderr.write(f"ERROR: {problem}")
+            failed = True
+        try:
+            self.load_app()
+        except CommandError as exc:
+            self.stderr.write(f"ERROR: {exc}")
+            failed = True
+        if failed:
+            raise CommandError("The configuration has problems, listed above.",
+                               returncode=EXIT_CONFIG_ERROR)
+        self.stdout.write("Configuration OK.")
+
+    def run_checks(self, app: Any = None, cfg: Config | None = None) -> None:
+        from django_prefork.checks import serving
 
         self.stdout.write("Performing system checks...\n\n")
-        self.check(display_num_errors=True)
-        # Our deployment checks (static files, DEBUG) run whenever we really serve.
-        with serving(app):
-            self.check(tags=STARTUP_TAGS, include_deployment_checks=True)
+        # One pass and one summary: inside serving() the ordinary checks include ours that
+        # only matter when we really serve (static and media files, DEBUG).
+        with serving(app, cfg):
+            self.check(display_num_errors=True)
         self.check_migrations()
 
     def load_app(self) -> Any:
@@ -104,10 +149,14 @@ class Command(BaseCommand):
     def serve(self, cfg: Config, cli: dict[str, Any]) -> None:
         from django.db import connections
 
-        from django_prefork.logging import configure_logging
+        from django_prefork.logging import LoggingSetupError, configure_logging
         from django_prefork.server.arbiter import Arbiter
+        from django_prefork.server.pidfile import PidfileError
         from django_prefork.server.sockets import BindError, create_listeners, systemd_listeners
 
+        problems = startup_problems(cfg)
+        if problems:
+            raise CommandError(problems[0], returncode=EXIT_STARTUP_ERROR)
         app = None
         if cfg.preload_app:
             if cfg.worker_class == "gevent":
@@ -116,8 +165,10 @@ class Command(BaseCommand):
                 self.stderr.write("--preload is ignored with the gevent worker class.")
             else:
                 app = self.load_app()
-        # After the app is loaded, so our handlers are wired last.
-        configure_logging(cfg)
+        try:  # after the app is loaded, so our handlers are wired last
+            configure_logging(cfg)
+        except LoggingSetupError as exc:
+            raise CommandError(str(exc), returncode=EXIT_STARTUP_ERROR) from None
         try:
             listeners = systemd_listeners() or create_listeners(
                 [parse_bind(b) for b in cfg.bind], cfg.backlog)
@@ -126,19 +177,29 @@ class Command(BaseCommand):
         # Children must not share the master's database connections.
         connections.close_all()
         self.print_banner(cfg, listeners)
-        status = Arbiter(cfg, listeners, cli_overrides=cli, app=app).run()
+        try:
+            status = Arbiter(cfg, listeners, cli_overrides=cli, app=app).run()
+        except PidfileError as exc:  # another master took the pidfile since startup_problems
+            raise CommandError(f"--pid (PIDFILE): {exc}", returncode=EXIT_STARTUP_ERROR) from None
         if status:
             sys.exit(status)
 
     def print_banner(self, cfg: Config, listeners: list) -> None:
+        import logging
+
+        from django_prefork.logging import ERROR_LOGGER
         from django_prefork.workers.base import resolve_worker_class
 
         worker_class = resolve_worker_class(cfg.worker_class, cfg)  # sync + threads = gthread
         quit_command = "CTRL-BREAK" if sys.platform == "win32" else "CONTROL-C"
+        self.stdout.write(f"django-prefork {__version__}, Django {django.get_version()}, "
+                          f"using settings {settings.SETTINGS_MODULE!r}")
+        self.stdout.flush()
+        # The addresses go to the error log, as gunicorn's do: an --error-logfile keeps them.
+        for listener in listeners:
+            logging.getLogger(ERROR_LOGGER).info("Listening at: %s (pid %s)", listener.url(),
+                                                 os.getpid())
         lines = [
-            f"django-prefork {__version__}, Django {django.get_version()}, "
-            f"using settings {settings.SETTINGS_MODULE!r}",
-            *(f"Listening at: {listener.url()} (pid {os.getpid()})" for listener in listeners),
             f"Using worker: {worker_class}, {cfg.workers} "
             f"worker{'s' if cfg.workers != 1 else ''}"
             + (f", {cfg.threads} threads each" if worker_class == "gthread" else "")
@@ -147,3 +208,51 @@ class Command(BaseCommand):
         ]
         self.stdout.write("\n".join(lines))
         self.stdout.flush()
+
+
+def startup_problems(cfg: Config) -> list[str]:
+    """What would stop the server after binding, found before it: one line each.
+
+    The pidfile's directory must exist and be writable, and no running process may own the
+    pidfile already (a second master must not take over the first one's pidfile). Each log
+    file must be writable, or its directory must be (nothing is created here).
+    """
+    from django_prefork.server.pidfile import Pidfile
+
+    problems: list[str] = []
+    for label, path in (("--error-logfile (ERRORLOG)", cfg.errorlog),
+                        ("--access-logfile (ACCESSLOG)", cfg.accesslog)):
+        if path and path != "-":
+            why = _unwritable(path)
+            if why:
+                problems.append(f"{label} {path!r} cannot be opened: {why}. Fix: create its "
+                                "directory, make it writable by this user, or use '-' for the "
+                                "console.")
+    if cfg.pidfile:
+        where = f"--pid (PIDFILE) {cfg.pidfile!r}"
+        directory = os.path.dirname(os.path.abspath(cfg.pidfile))
+        owner = Pidfile(cfg.pidfile).read_live_pid()
+        if not os.path.isdir(directory):
+            problems.append(f"{where}: the directory {directory} does not exist. Fix: create "
+                            "it, or choose a path in an existing directory.")
+        elif not os.access(directory, os.W_OK | os.X_OK):
+            problems.append(f"{where}: the directory {directory} is not writable by this user. "
+                            "Fix: choose a directory this user may write to.")
+        elif owner is not None and owner != os.getpid():
+            problems.append(f"{where} names process {owner}, which is running: another server "
+                            "owns this pidfile. Fix: stop that server, or choose another path.")
+    return problems
+
+
+def _unwritable(path: str) -> str | None:
+    """Why this user cannot append to ``path``, or None (an approximation of open("a"))."""
+    if os.path.isdir(path):
+        return "it is a directory"
+    if os.path.exists(path):
+        return None if os.access(path, os.W_OK) else "it is not writable by this user"
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return f"the directory {directory} does not exist"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"the directory {directory} is not writable by this user"
+    return None
