@@ -47,6 +47,8 @@ TAG_SETTINGS = "prefork_settings"
 TAG_STATIC = "prefork_static"
 #: The media-files check (``manage.py check --deploy --tag prefork_media``).
 TAG_MEDIA = "prefork_media"
+#: Django settings that disagree with the server's (``check --deploy --tag prefork_server``).
+TAG_SERVER = "prefork_server"
 #: Checks that answer only while runprefork starts up (inside serving()).
 TAG_STARTUP = "prefork_startup"
 STARTUP_TAGS = (TAG_STARTUP,)
@@ -520,9 +522,13 @@ def check_debug_while_serving(app_configs: Any = None, **kwargs: Any) -> list[Ch
 
 def check_gevent_persistent_connections(app_configs: Any = None,
                                         **kwargs: Any) -> list[CheckMessage]:
-    """W010: with gevent every greenlet opens its own DB connection; persistent ones pile up."""
-    prefork = getattr(settings, "PREFORK", None)
-    if not isinstance(prefork, dict) or prefork.get("WORKER_CLASS") != "gevent":
+    """W010: with gevent every greenlet opens its own DB connection; persistent ones pile up.
+
+    The worker class is the one runprefork will use, command line included, when it runs the
+    check; ``PREFORK`` and the environment otherwise.
+    """
+    cfg = _server_config()
+    if cfg is None or cfg.worker_class != "gevent":
         return []
     messages: list[CheckMessage] = []
     for alias, database in (getattr(settings, "DATABASES", None) or {}).items():
@@ -551,6 +557,121 @@ _SERVING_DEPLOY_CHECKS = (check_static_files, check_static_middleware_order,
                           check_static_dev_settings, check_static_storage)
 
 
+# --- Django settings against the server's ---------------------------------------------------
+
+def _server_config() -> Any:
+    """The server Config the checks should judge: runprefork's own (command line included)
+    inside serving(), else PREFORK and the environment; None if they are invalid (E001)."""
+    if _serving is not None and _serving.cfg is not None:
+        return _serving.cfg
+    from django_prefork.conf import ConfigError, load_config
+
+    try:
+        return load_config(prefork=getattr(settings, "PREFORK", None), environ=os.environ)
+    except ConfigError:
+        return None
+
+
+_LOOPBACK_TRUST = {"127.0.0.1", "::1", "localhost", "127.0.0.0/8", "::1/128"}
+
+
+def _reachable_from_other_hosts(cfg: Any) -> list[str]:
+    """The TCP binds other machines can connect to (not loopback, not a unix socket)."""
+    import ipaddress
+
+    from django_prefork.conf import parse_bind
+
+    found = []
+    for spec in cfg.bind:
+        bind = parse_bind(spec)
+        if bind.kind != "tcp":
+            continue  # a unix socket's peer is local; an inherited fd is unknown
+        try:
+            loopback = ipaddress.ip_address(bind.host).is_loopback if bind.host else False
+        except ValueError:
+            loopback = bind.host == "localhost"
+        if not loopback:
+            found.append(spec)
+    return found
+
+
+def _trusts_only_loopback(cfg: Any) -> bool:
+    allow = {str(a).strip() for a in (cfg.forwarded_allow_ips or [])}
+    return "*" not in allow and allow <= _LOOPBACK_TRUST
+
+
+def _scheme_header_environ_keys(cfg: Any) -> dict[str, str]:
+    """secure_scheme_headers as Django's META sees them: HTTP_X_FORWARDED_PROTO -> https."""
+    return {"HTTP_" + str(name).upper().replace("-", "_"): str(value).strip().lower()
+            for name, value in (cfg.secure_scheme_headers or {}).items()}
+
+
+def check_proxy_ssl_header(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W012/W013: Django's SECURE_PROXY_SSL_HEADER against the server's proxy trust."""
+    cfg = _server_config()
+    if cfg is None:
+        return []
+    remote_binds = _reachable_from_other_hosts(cfg)
+    if not remote_binds or not _trusts_only_loopback(cfg):
+        return []
+    header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    allowed = ", ".join(cfg.forwarded_allow_ips or []) or "none"
+    if header:
+        name = header[0] if isinstance(header, (tuple, list)) and header else header
+        return [Warning(
+            f"SECURE_PROXY_SSL_HEADER makes Django trust {name} from every client, but "
+            f"runprefork listens on {', '.join(remote_binds)} and trusts proxy headers only "
+            f"from forwarded_allow_ips ({allowed}): a proxy on another host is not trusted "
+            "by the server, and a client that connects directly can tell Django the "
+            "request was HTTPS.",
+            hint=_hint("Set FORWARDED_ALLOW_IPS (PREFORK or --forwarded-allow-ips) to your "
+                       "proxy's address and remove SECURE_PROXY_SSL_HEADER (runprefork then "
+                       "sets wsgi.url_scheme from the proxy's header, which Django uses), or "
+                       "bind to 127.0.0.1 or a unix socket behind the proxy.",
+                       "django_prefork.W012"),
+            obj="settings.SECURE_PROXY_SSL_HEADER",
+            id="django_prefork.W012",
+        )]
+    if getattr(settings, "SECURE_SSL_REDIRECT", False) and _scheme_header_environ_keys(cfg):
+        return [Warning(
+            f"SECURE_SSL_REDIRECT is on, runprefork listens on {', '.join(remote_binds)} and "
+            f"trusts X-Forwarded-Proto and the other secure_scheme_headers only from "
+            f"forwarded_allow_ips ({allowed}): behind a proxy on another host every HTTPS "
+            "request reaches Django as http and is redirected to HTTPS again, forever.",
+            hint=_hint("Set FORWARDED_ALLOW_IPS (PREFORK or --forwarded-allow-ips) to your "
+                       "proxy's address, or bind to 127.0.0.1 or a unix socket if the proxy "
+                       "runs on this host.", "django_prefork.W013"),
+            obj="settings.SECURE_SSL_REDIRECT",
+            id="django_prefork.W013",
+        )]
+    return []
+
+
+def check_upload_limit(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W014: a Django body limit the server's own smaller limit makes unreachable."""
+    cfg = _server_config()
+    django_limit = getattr(settings, "DATA_UPLOAD_MAX_MEMORY_SIZE", None)
+    if cfg is None or not cfg.limit_request_body or django_limit is None:
+        return []
+    if django_limit <= cfg.limit_request_body:
+        return []
+    return [Warning(
+        f"DATA_UPLOAD_MAX_MEMORY_SIZE ({django_limit} bytes) is above runprefork's "
+        f"limit_request_body ({cfg.limit_request_body} bytes): the server answers 413 to "
+        "every body over its limit before Django sees it, file uploads included, so Django's "
+        "larger limit is never reached.",
+        hint=_hint("Raise LIMIT_REQUEST_BODY (PREFORK or --limit-request-body) to at least "
+                   "the largest body you accept, uploads included, or lower "
+                   "DATA_UPLOAD_MAX_MEMORY_SIZE to match.", "django_prefork.W014"),
+        obj="settings.DATA_UPLOAD_MAX_MEMORY_SIZE",
+        id="django_prefork.W014",
+    )]
+
+
+#: Checks of Django settings against the server's, run by check --deploy and at start-up.
+_SERVER_CHECKS = (check_proxy_ssl_header, check_upload_limit)
+
+
 def register_checks() -> None:
     """Called from AppConfig.ready(); see the module docstring for the tag design."""
     checks.register(check_prefork_settings, TAG_SETTINGS)
@@ -561,4 +682,7 @@ def register_checks() -> None:
         checks.register(_only_while_serving(check), TAG_STARTUP)
     checks.register(check_media_files, TAG_MEDIA, deploy=True)
     checks.register(_only_while_serving(check_media_files), TAG_STARTUP)
+    for check in _SERVER_CHECKS:
+        checks.register(check, TAG_SERVER, deploy=True)
+        checks.register(_only_while_serving(check), TAG_STARTUP)
     checks.register(check_debug_while_serving, TAG_STARTUP)

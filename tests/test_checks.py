@@ -352,3 +352,86 @@ def test_w011_media_url_that_nothing_serves():
 def test_w011_silent(overrides):
     with configured(**overrides):
         assert checks.check_media_files() == []
+
+
+# --- W010 with the worker class from the command line ---------------------------------------
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+def test_w010_sees_the_worker_class_runprefork_will_use():
+    from django_prefork.conf import load_config
+
+    databases = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:",
+                             "CONN_MAX_AGE": 60}}
+    cli_cfg = load_config(prefork={}, cli={"worker_class": "gevent"})
+    with configured(DATABASES=databases):
+        assert checks.check_gevent_persistent_connections() == []
+        with checks.serving(cfg=cli_cfg):
+            assert ids(checks.check_gevent_persistent_connections()) == ["django_prefork.W010"]
+
+
+# --- W012/W013: SECURE_PROXY_SSL_HEADER against forwarded_allow_ips -------------------------
+
+PROXY_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0:8000", "[::]:8000", "10.0.0.5:8000"])
+def test_w012_django_trusts_the_header_the_server_does_not(bind):
+    with configured(PREFORK={"BIND": bind}, SECURE_PROXY_SSL_HEADER=PROXY_HEADER):
+        (msg,) = checks.check_proxy_ssl_header()
+        assert "django_prefork.W012" in ids(dj_checks.run_checks(include_deployment_checks=True))
+    assert msg.id == "django_prefork.W012"
+    assert bind in msg.msg and "HTTP_X_FORWARDED_PROTO" in msg.msg
+    assert "FORWARDED_ALLOW_IPS" in msg.hint
+
+
+def test_w013_ssl_redirect_behind_an_untrusted_proxy_loops():
+    with configured(PREFORK={"BIND": "0.0.0.0:8000"}, SECURE_SSL_REDIRECT=True,
+                    SECURE_PROXY_SSL_HEADER=None):
+        (msg,) = checks.check_proxy_ssl_header()
+    assert msg.id == "django_prefork.W013" and "forever" in msg.msg
+
+
+@pytest.mark.parametrize("overrides", [
+    {"PREFORK": {"BIND": "127.0.0.1:8000"}, "SECURE_PROXY_SSL_HEADER": PROXY_HEADER},
+    {"PREFORK": {"BIND": "unix:/run/site.sock"}, "SECURE_PROXY_SSL_HEADER": PROXY_HEADER},
+    {"PREFORK": {"BIND": "0.0.0.0:8000", "FORWARDED_ALLOW_IPS": "10.0.0.2"},
+     "SECURE_PROXY_SSL_HEADER": PROXY_HEADER},
+    {"PREFORK": {"BIND": "0.0.0.0:8000", "FORWARDED_ALLOW_IPS": "*"},
+     "SECURE_SSL_REDIRECT": True},
+    {"PREFORK": {"BIND": "0.0.0.0:8000"}, "SECURE_PROXY_SSL_HEADER": None},
+    {"PREFORK": {"BIND": "0.0.0.0:8000", "SECURE_SCHEME_HEADERS": {}},
+     "SECURE_SSL_REDIRECT": True},
+    {"PREFORK": {"WORKERS": 0}, "SECURE_PROXY_SSL_HEADER": PROXY_HEADER},  # E001's business
+], ids=["loopback", "unix", "proxy-trusted", "trust-all", "no-header", "no-scheme-headers",
+        "invalid-prefork"])
+def test_w012_w013_silent(overrides):
+    with configured(**overrides):
+        assert checks.check_proxy_ssl_header() == []
+
+
+def test_w012_uses_the_command_line_bind():
+    from django_prefork.conf import load_config
+
+    cfg = load_config(prefork={}, cli={"bind": ["0.0.0.0:9000"]})
+    with configured(SECURE_PROXY_SSL_HEADER=PROXY_HEADER):
+        assert checks.check_proxy_ssl_header() == []
+        with checks.serving(cfg=cfg):
+            assert ids(checks.check_proxy_ssl_header()) == ["django_prefork.W012"]
+
+
+# --- W014: DATA_UPLOAD_MAX_MEMORY_SIZE above limit_request_body ------------------------------
+
+def test_w014_django_limit_above_the_server_limit():
+    with configured(PREFORK={"LIMIT_REQUEST_BODY": 1_000_000},
+                    DATA_UPLOAD_MAX_MEMORY_SIZE=5_000_000):
+        (msg,) = checks.check_upload_limit()
+    assert msg.id == "django_prefork.W014"
+    assert "5000000" in msg.msg and "1000000" in msg.msg
+
+
+@pytest.mark.parametrize(("server_limit", "django_limit"), [
+    (0, 5_000_000), (5_000_000, 5_000_000), (10_000_000, 2_621_440), (1_000, None)])
+def test_w014_silent(server_limit, django_limit):
+    with configured(PREFORK={"LIMIT_REQUEST_BODY": server_limit},
+                    DATA_UPLOAD_MAX_MEMORY_SIZE=django_limit):
+        assert checks.check_upload_limit() == []

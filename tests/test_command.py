@@ -292,3 +292,14 @@ def test_access_log_on_a_full_disk_is_reported_once():
     assert output.count("cannot write the access log") == 1, output
     assert "Logging error" not in output
     assert "Traceback" not in output
+
+
+def test_start_up_checks_see_the_command_line(tmp_path):
+    env = _settings_file(tmp_path, "persistentdb",
+                         "DATABASES = {'default': {**DATABASES['default'], 'CONN_MAX_AGE': 60}}\n")
+    result = run_command("--check-config", "--worker-class", "gevent", settings="persistentdb",
+                         env=env)
+    assert result.returncode == 0, result.stderr
+    assert "django_prefork.W010" in result.stdout + result.stderr
+    plain = run_command("--check-config", settings="persistentdb", env=env)
+    assert "django_prefork.W010" not in plain.stdout + plain.stderr

@@ -151,7 +151,7 @@ def test_w010_warns_for_gevent_with_persistent_connections(max_age):
     assert message.id == "django_prefork.W010"
     assert "DATABASES['other']" in message.msg
     assert f"CONN_MAX_AGE = {max_age!r}" in message.msg
-    assert message.hint.endswith("checks.html#w010")
+    assert message.hint.endswith("docs/checks.md#w010")
 
 
 @quiet_db_override
