@@ -12,6 +12,7 @@ re-enabled, because ``disable_existing_loggers`` would otherwise silence them by
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -64,12 +65,13 @@ class _ReportsWriteFailures:
     ``--- Logging error ---`` traceback per record, then at most once a minute with the count
     of lost records, and once more when writing works again.
 
-    The reports go straight to the process's stderr, never through logging: the failing log
-    may be the error log itself. emit() runs under the handler's lock, so the counters need
-    no lock of their own.
+    The reports go to ``report_logger`` when one is set (the access log's go to the error
+    log), else straight to the process's stderr: the failing log may be the error log
+    itself. emit() runs under the handler's lock, so the counters need no lock of their own.
     """
 
     log_name = "log"
+    report_logger: logging.Logger | None = None
     _lost = 0
     _lost_reported = 0
     _failed_in_emit = False
@@ -79,8 +81,8 @@ class _ReportsWriteFailures:
         self._failed_in_emit = False
         super().emit(record)  # type: ignore[misc]
         if not self._failed_in_emit and self._lost:
-            _report(f"django-prefork: the {self.log_name} is written again; "
-                    f"{self._lost} line{'s' if self._lost != 1 else ''} could not be written.")
+            self._report(f"the {self.log_name} is written again; {self._lost} "
+                         f"line{'s' if self._lost != 1 else ''} could not be written.")
             self._lost = self._lost_reported = 0
             self._next_report = 0.0
 
@@ -94,22 +96,23 @@ class _ReportsWriteFailures:
         exc = sys.exc_info()[1]
         why = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) if exc else "?"
         if self._lost == 1:
-            _report(f"django-prefork: cannot write the {self.log_name}: {why}; lines are "
-                    f"lost until it can (reported at most every "
-                    f"{WRITE_FAILURE_REPORT_INTERVAL:.0f} s).")
+            self._report(f"cannot write the {self.log_name}: {why}; lines are lost until it "
+                         f"can (reported at most every {WRITE_FAILURE_REPORT_INTERVAL:.0f} s).")
         else:
-            _report(f"django-prefork: still cannot write the {self.log_name}: {why}; "
-                    f"{self._lost - self._lost_reported} more lines lost.")
+            self._report(f"still cannot write the {self.log_name}: {why}; "
+                         f"{self._lost - self._lost_reported} more lines lost.")
         self._lost_reported = self._lost
 
-
-def _report(line: str) -> None:
-    stream = sys.__stderr__ or sys.stderr
-    try:
-        stream.write(line + "\n")
-        stream.flush()
-    except Exception:  # nowhere left to say it
-        pass
+    def _report(self, line: str) -> None:
+        if self.report_logger is not None:
+            self.report_logger.warning(line)
+            return
+        stream = sys.__stderr__ or sys.stderr
+        try:
+            stream.write(f"django-prefork: {line}\n")
+            stream.flush()
+        except Exception:  # nowhere left to say it
+            pass
 
 
 class _StreamHandler(_ReportsWriteFailures, logging.StreamHandler):  # type: ignore[type-arg]
@@ -131,10 +134,22 @@ def _make_handler(target: str, stream: Any, log_name: str = "log") -> logging.Ha
     return handler
 
 
+def _close_quietly(handler: logging.Handler) -> None:
+    """Close a handler whose last flush may fail (a full disk): losing that tail is better
+    than failing the reload or the log rotation that replaces it."""
+    try:
+        handler.close()
+    except (OSError, ValueError):
+        stream = getattr(handler, "stream", None)
+        with contextlib.suppress(OSError, ValueError):
+            if stream is not None:
+                stream.close()
+
+
 def _undo_previous() -> None:
     for logger, handler in _state.handlers:
         logger.removeHandler(handler)
-        handler.close()
+        _close_quietly(handler)
     for name in _state.propagate_off:
         logging.getLogger(name).propagate = True
     _state.handlers.clear()
@@ -203,7 +218,7 @@ def configure_logging(cfg: Any) -> AccessLogger | None:
         access_handler = _open_handler("accesslog", access_target, sys.stdout)
     except LoggingSetupError:
         if error_handler is not None:
-            error_handler.close()
+            _close_quietly(error_handler)
         raise
 
     _undo_previous()
@@ -216,6 +231,8 @@ def configure_logging(cfg: Any) -> AccessLogger | None:
     access = logging.getLogger(ACCESS_LOGGER)
     _set_level(access, logging.INFO)
     if access_handler is not None:
+        if isinstance(access_handler, _ReportsWriteFailures):
+            access_handler.report_logger = error  # say it where operators look
         _attach(access, access_handler, logging.Formatter("%(message)s"))
     return make_access_logger(cfg)
 
@@ -265,9 +282,9 @@ def reopen_log_files() -> None:
                 continue
             old, handler.stream = handler.stream, stream
             if old is not None:
-                try:
+                with contextlib.suppress(OSError, ValueError):  # its last flush may fail
                     old.flush()
-                finally:
+                with contextlib.suppress(OSError, ValueError):
                     old.close()
         finally:
             handler.release()

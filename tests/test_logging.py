@@ -267,6 +267,20 @@ def test_a_log_that_cannot_be_written_is_reported_once_then_rate_limited(capfd, 
         logger.removeHandler(handler)
 
 
+def test_a_full_access_log_is_reported_in_the_error_log(tmp_path):
+    error_log = tmp_path / "error.log"
+    access = plog.configure_logging(make_cfg(accesslog="/dev/full", errorlog=str(error_log)))
+    for _ in range(20):
+        access.log(ENVIRON, "200 OK", [], 5, 0.01)
+    (line,) = read(error_log)
+    assert line.endswith("[WARNING] cannot write the access log /dev/full: No space left on "
+                         "device; lines are lost until it can (reported at most every 60 s).")
+    # USR1 and HUP replace the file even though its last lines cannot be flushed.
+    plog.reopen_log_files()
+    access.log(ENVIRON, "200 OK", [], 5, 0.01)
+    plog.configure_logging(make_cfg(accesslog=str(tmp_path / "access.log"), errorlog=os.devnull))
+
+
 # --- ErrorStream ----------------------------------------------------------------------------
 
 def test_error_stream_lines(caplog):
