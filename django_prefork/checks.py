@@ -625,7 +625,8 @@ def check_proxy_ssl_header(app_configs: Any = None, **kwargs: Any) -> list[Check
             "by the server, and a client that connects directly can tell Django the "
             "request was HTTPS.",
             hint=_hint("Set FORWARDED_ALLOW_IPS (PREFORK or --forwarded-allow-ips) to your "
-                       "proxy's address and remove SECURE_PROXY_SSL_HEADER (runprefork then "
+                       "proxy's address ('*' if only the proxy can reach the server) and "
+                       "remove SECURE_PROXY_SSL_HEADER (runprefork then "
                        "sets wsgi.url_scheme from the proxy's header, which Django uses), or "
                        "bind to 127.0.0.1 or a unix socket behind the proxy.",
                        "django_prefork.W012"),
