@@ -143,10 +143,11 @@ def test_project_loggers_stay_enabled_in_fresh_interpreter_workers():
     with Server("--worker-class", "sync", settings="testproject.settings_logging",
                 env={"DJANGO_PREFORK_NO_ZYGOTE": "1"}) as server:
         server.start()
-        server.signal(signal.SIGHUP)  # after a HUP workers are fresh interpreters here
-        server.wait_for_line(r"Reloading: starting generation 1")
+        (first,) = server.ready_workers()
         mark = len(server.lines)
-        server.wait_for_line(r"Booted worker with pid", start=mark, timeout=30)
+        server.signal(signal.SIGHUP)  # after a HUP workers are fresh interpreters here
+        wait_until(lambda: server.ready_workers() and first not in server.ready_workers(),
+                   timeout=30, message="a fresh worker after HUP")
 
         def logged() -> bool:
             server.get("/log?mark=fresh-7")

@@ -440,7 +440,8 @@ def test_hup_with_a_log_path_that_cannot_be_opened_keeps_serving(tmp_path):
                                             ERRORLOG="/nonexistent/d/x.log"))
         mark = len(server.lines)
         server.signal(signal.SIGHUP)
-        server.wait_for_line(r"Reload aborted.*cannot be opened", start=mark, timeout=30)
+        server.wait_for_line(r"ERRORLOG\) '/nonexistent/d/x\.log' cannot be opened", start=mark,
+                             timeout=30)
         assert server.proc is not None and server.proc.poll() is None
         status, _, _ = server.get("/hello?after-bad-hup")
         assert status == 200
@@ -451,9 +452,7 @@ def test_hup_with_a_log_path_that_cannot_be_opened_keeps_serving(tmp_path):
         assert "Traceback" not in "\n".join(server.lines[mark:])
         # Fixing the path and sending HUP again switches to the new file.
         module.write_text(_prefork_settings(ACCESSLOG=str(fixed_log)))
-        mark = len(server.lines)
         server.signal(signal.SIGHUP)
-        server.wait_for_line(r"Reloading: starting generation", start=mark, timeout=30)
 
         def served_into_fixed_log() -> bool:
             server.get("/hello?after-fixed-hup")
