@@ -28,6 +28,8 @@ TEST_REQUIRES = [
     "whitenoise>=6.6",
     "hypothesis>=6.100",
     "gevent>=24.2",
+    # tests/test_checks.py reads a real PostgreSQL's connection limit (W015)
+    "psycopg[binary]>=3.1",
     # tests/test_packaging.py builds the sdist and wheel offline and checks them
     "build>=1.2",
     "twine>=5",

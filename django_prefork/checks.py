@@ -669,8 +669,77 @@ def check_upload_limit(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
     )]
 
 
+#: The number of connections a database accepts from ordinary users, by Django vendor.
+_CONNECTION_LIMIT_SQL = {
+    "postgresql": "SELECT current_setting('max_connections')::int"
+                  " - current_setting('superuser_reserved_connections')::int",
+    "mysql": "SELECT @@max_connections",
+}
+
+
+def _connection_limit(alias: str) -> int | None:
+    """The database's connection limit, or None when it cannot be read (vendor, network)."""
+    from django.db import connections
+
+    connection = connections[alias]
+    sql = _CONNECTION_LIMIT_SQL.get(connection.vendor)
+    if sql is None:
+        return None
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+            row = cursor.fetchone()
+    except Exception:  # unreachable or refused: Django reports it where it matters
+        return None
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def check_database_connection_limit(app_configs: Any = None, databases: Any = None,
+                                    **kwargs: Any) -> list[CheckMessage]:
+    """W015: the server's most simultaneous DB connections against what the database allows.
+
+    Runs only for the databases the caller names (``check --database default``,
+    ``runprefork --check-config``), as Django's own database checks do: reading the limit
+    needs a connection, which a plain start-up must not wait for.
+    """
+    cfg = _server_config()
+    if not databases or cfg is None:
+        return []
+    from django.db import connections
+
+    from django_prefork.workers.base import resolve_worker_class
+
+    worker_class = resolve_worker_class(cfg.worker_class, cfg)
+    per_worker = {"gthread": cfg.threads, "gevent": cfg.worker_connections}.get(worker_class, 1)
+    most = cfg.workers * per_worker
+    unit = {"gthread": f"{cfg.threads} threads", "gevent":
+            f"{cfg.worker_connections} worker_connections"}.get(worker_class, "1 request")
+    messages: list[CheckMessage] = []
+    for alias in databases:
+        if alias not in connections:
+            continue
+        limit = _connection_limit(alias)
+        if limit is None or most <= limit:
+            continue
+        max_age = connections[alias].settings_dict.get("CONN_MAX_AGE", 0)
+        held = ("each held as long as its thread lives (CONN_MAX_AGE = "
+                f"{max_age!r})" if max_age != 0 else "one per request in flight")
+        messages.append(Warning(
+            f"runprefork may open {most} connections to DATABASES[{alias!r}] "
+            f"({cfg.workers} {worker_class} workers x {unit}, {held}), but the database "
+            f"accepts {limit}: under load requests fail with 'too many connections', and "
+            "twice as many are needed for a moment during a HUP.",
+            hint=_hint("Lower WORKERS, THREADS or WORKER_CONNECTIONS, raise the database's "
+                       "max_connections, or put a connection pooler such as PgBouncer in "
+                       "front of it.", "django_prefork.W015"),
+            obj=f"settings.DATABASES[{alias!r}]",
+            id="django_prefork.W015",
+        ))
+    return messages
+
+
 #: Checks of Django settings against the server's, run by check --deploy and at start-up.
-_SERVER_CHECKS = (check_proxy_ssl_header, check_upload_limit)
+_SERVER_CHECKS = (check_proxy_ssl_header, check_upload_limit, check_database_connection_limit)
 
 
 def register_checks() -> None:

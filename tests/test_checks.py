@@ -435,3 +435,81 @@ def test_w014_silent(server_limit, django_limit):
     with configured(PREFORK={"LIMIT_REQUEST_BODY": server_limit},
                     DATA_UPLOAD_MAX_MEMORY_SIZE=django_limit):
         assert checks.check_upload_limit() == []
+
+
+# --- W015: the database's connection limit ---------------------------------------------------
+
+def test_w015_needs_databases_and_a_vendor_with_a_limit():
+    with configured(PREFORK={"WORKERS": 500}):
+        assert checks.check_database_connection_limit() == []  # no connection allowed
+        assert checks.check_database_connection_limit(databases=["default"]) == []  # SQLite
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A throw-away PostgreSQL server on a unix socket, with max_connections = 12."""
+    import os
+    import pwd
+    import shutil
+    import subprocess
+    import tempfile
+
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL's initdb/pg_ctl are not installed")
+    pytest.importorskip("psycopg", reason="psycopg is not installed")
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root without a 'postgres' user to run PostgreSQL as")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    # Not under pytest's tmp_path: its parents are private to root, and postgres must enter.
+    directory = tempfile.mkdtemp(prefix="prefork-pg-")
+    if as_user:
+        shutil.chown(directory, "postgres")
+    data = os.path.join(directory, "data")
+    run = dict(check=True, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    subprocess.run([*as_user, initdb, "-D", data, "-A", "trust", "-U", "prefork"], **run)
+    options = f"-k {directory} -c listen_addresses='' -c max_connections=12"
+    subprocess.run([*as_user, pg_ctl, "-D", data, "-o", options, "-l",
+                    os.path.join(directory, "log"), "-w", "-t", "60", "start"], **run)
+    try:
+        yield directory
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"],
+                       capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.integration
+def test_w015_reads_the_limit_of_a_real_postgresql(postgres, tmp_path):
+    import os
+    import subprocess
+
+    from server import REPO_ROOT, TESTS_DIR
+
+    (tmp_path / "pgsettings.py").write_text(
+        "from testproject.settings import *\n"
+        f"DATABASES = {{'default': {{'ENGINE': 'django.db.backends.postgresql', "
+        f"'NAME': 'postgres', 'USER': 'prefork', 'HOST': {postgres!r}, 'CONN_MAX_AGE': 60}}}}\n"
+        "PREFORK = {'WORKERS': 3, 'THREADS': 4}\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(TESTS_DIR),
+                                                        str(REPO_ROOT)])}
+
+    def django(*args: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "django", *args, "--settings=pgsettings"],
+                                capture_output=True, text=True, env=env, timeout=120,
+                                cwd=REPO_ROOT, stdin=subprocess.DEVNULL)
+        return result.stdout + result.stderr
+
+    # 3 gthread workers x 4 threads = 12 connections; the database accepts 12 - 3 reserved.
+    output = django("runprefork", "--check-config")
+    assert "django_prefork.W015" in output, output
+    assert "may open 12 connections to DATABASES['default']" in output
+    assert "the database accepts 9" in output
+    assert "django_prefork.W015" not in django("runprefork", "--check-config", "--threads", "2")
+    # manage.py check connects only when told which database it may use.
+    assert "django_prefork.W015" in django("check", "--deploy", "--database", "default")
+    assert "django_prefork.W015" not in django("check", "--deploy")

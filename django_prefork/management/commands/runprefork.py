@@ -109,8 +109,10 @@ class Command(BaseCommand):
             if not run_checks or err.source != "PREFORK":
                 self.stderr.write(f"ERROR: {err}")
         if run_checks:
-            try:
-                self.run_checks(cfg=cfg)
+            from django.db import connections
+
+            try:  # an explicit check may connect to the databases (Django's --database)
+                self.run_checks(cfg=cfg, databases=list(connections))
             except SystemCheckError as exc:
                 self.stderr.write(str(exc))
                 failed = True
@@ -127,14 +129,16 @@ class Command(BaseCommand):
                                returncode=EXIT_CONFIG_ERROR)
         self.stdout.write("Configuration OK.")
 
-    def run_checks(self, app: Any = None, cfg: Config | None = None) -> None:
+    def run_checks(self, app: Any = None, cfg: Config | None = None,
+                   databases: list[str] | None = None) -> None:
         from django_prefork.checks import serving
 
         self.stdout.write("Performing system checks...\n\n")
         # One pass and one summary: inside serving() the ordinary checks include ours that
-        # only matter when we really serve (static and media files, DEBUG).
+        # only matter when we really serve (static and media files, DEBUG). ``databases``
+        # lets the checks that need a connection (W015, Django's own) connect.
         with serving(app, cfg):
-            self.check(display_num_errors=True)
+            self.check(display_num_errors=True, databases=databases)
         self.check_migrations()
 
     def load_app(self) -> Any:
