@@ -722,8 +722,8 @@ def check_database_connection_limit(app_configs: Any = None, databases: Any = No
         if limit is None or most <= limit:
             continue
         max_age = connections[alias].settings_dict.get("CONN_MAX_AGE", 0)
-        held = ("each held as long as its thread lives (CONN_MAX_AGE = "
-                f"{max_age!r})" if max_age != 0 else "one per request in flight")
+        held = (f"held between requests too, CONN_MAX_AGE = {max_age!r}" if max_age != 0
+                else "one per request in flight")
         messages.append(Warning(
             f"runprefork may open {most} connections to DATABASES[{alias!r}] "
             f"({cfg.workers} {worker_class} workers x {unit}, {held}), but the database "
