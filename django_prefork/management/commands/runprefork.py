@@ -120,7 +120,7 @@ class Command(BaseCommand):
         configure_logging(cfg)
         try:
             listeners = systemd_listeners() or create_listeners(
-                [parse_bind(b) for b in cfg.bind], cfg.backlog)
+                [parse_bind(b) for b in cfg.bind], cfg.backlog, umask=cfg.umask)
         except BindError as exc:
             raise CommandError(str(exc)) from None
         # Children must not share the master's database connections.
