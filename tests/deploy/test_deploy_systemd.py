@@ -14,7 +14,7 @@ import pytest
 from server import REPO_ROOT
 
 DEPLOYMENT_MD = REPO_ROOT / "docs" / "deployment.md"
-SECTION = "## systemd: readiness notification and socket activation"
+SECTION = "## systemd: socket activation"
 VENV_PYTHON = "/srv/mysite/.venv/bin/python"
 
 #: The keys each section may use here (systemd.unit(5), systemd.service(5),
@@ -107,6 +107,8 @@ def test_service_is_notify_reloads_with_hup_and_waits_for_a_graceful_stop(units)
     graceful_timeout = 30  # the default, which the page's text names
     assert int(service["TimeoutStopSec"][0]) > graceful_timeout
     assert "User" in service and service["User"] != ["root"]
+    # RuntimeDirectory= would remove the socket unit's directory when the service stops
+    assert "RuntimeDirectory" not in service
 
 
 def test_socket_unit_activates_the_service(units):
