@@ -149,9 +149,9 @@ def _bind_unix(spec: BindSpec, backlog: int, umask: int) -> Listener:
             raise BindError(f"Could not bind to {spec}: {path} exists and is not a socket")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     # bind(2) creates the file with mode 0777 & ~umask. As gunicorn does, the umask is set
-    # only around bind, so the file never exists with a wider mode than asked and the rest
-    # of the process keeps the umask it was started with. The master binds before it starts
-    # any thread or worker, so no other file creation sees the temporary umask.
+    # only around bind, so the file never exists with a wider mode than asked (no window
+    # between bind and a chmod) and the rest of the process keeps the umask it was started
+    # with.
     previous_umask = os.umask(umask)
     try:
         sock.bind(path)
