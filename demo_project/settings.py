@@ -75,7 +75,7 @@ WSGI_APPLICATION = "demo_project.wsgi.application"
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": BASE_DIR / "db.sqlite3",
+        "NAME": os.environ.get("DJANGO_SQLITE_PATH") or BASE_DIR / "db.sqlite3",
     }
 }
 
@@ -102,6 +102,18 @@ STORAGES = {
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Behind a reverse proxy (nginx) that terminates TLS: DJANGO_BEHIND_PROXY=1.
+# The proxy must set X-Forwarded-Proto on every request (nginx: proxy_set_header
+# X-Forwarded-Proto $scheme), overwriting whatever the client sent: with this setting Django
+# believes the header from anyone who can reach the server, so bind where only the proxy can
+# (loopback, a unix socket). runprefork's own FORWARDED_ALLOW_IPS check (default 127.0.0.1
+# and ::1, and every unix socket peer) sets wsgi.url_scheme from the same header.
+if env_bool("DJANGO_BEHIND_PROXY"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Peers whose X-Forwarded-For the /api/client/ view believes: the proxy on this host, over
+# TCP loopback or a unix socket (REMOTE_ADDR is empty there).
+DEMO_TRUSTED_PROXIES = ["127.0.0.1", "::1", "", *env_list("DJANGO_TRUSTED_PROXIES")]
 
 # LOGGING is left to Django's defaults: runprefork wires its own loggers
 # (django_prefork.error and django_prefork.access) after Django's LOGGING is applied.

@@ -220,6 +220,7 @@ class Config:
     max_requests_jitter: int
     preload_app: bool
     pidfile: str | None
+    umask: int
     proc_name: str | None
     accesslog: str | None
     access_log_format: str

@@ -20,6 +20,7 @@ from .validators import (
     IntRule,
     Invalid,
     StrRule,
+    UmaskRule,
     WorkerClassRule,
 )
 
@@ -144,6 +145,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "pidfile", ("-p", "--pid"), None, StrRule(optional=True, hint="a file path"),
         "Server mechanics", "File to write the master's process id to.", metavar="FILE",
+    ),
+    Setting(
+        "umask", ("-m", "--umask"), 0, UmaskRule(), "Server mechanics",
+        "Mask for the mode of unix socket files the master creates, e.g. 0o117 gives 0660 "
+        "(0 = srwxrwxrwx, as gunicorn).",
+        metavar="INT",
     ),
     Setting(
         "proc_name", ("-n", "--name"), None, StrRule(optional=True, hint="a short name"),

@@ -83,6 +83,43 @@ class IntRule:
         return int(value)
 
 
+class UmaskRule:
+    """A file-mode mask 0-0o777: an int, or text as gunicorn reads it (``int(text, 0)``,
+    with a leading ``0`` meaning octal, so ``007``, ``0o117`` and ``0x3f`` all work).
+
+    Text is accepted from ``PREFORK`` too: octal is the natural way to write a mask, and
+    gunicorn config files commonly hold ``umask = "007"``.
+    """
+
+    TO = "an octal mask such as 0o117 (sockets 0660) or 0o007"
+
+    def describe(self) -> str:
+        return "integer 0-0o777 (octal text like 0o117 or 007 accepted)"
+
+    def __call__(self, value: Any, strings: bool) -> int:
+        if isinstance(value, bool):
+            raise Invalid("must be a mask like 0o117, not a bool", to=self.TO)
+        if isinstance(value, str):
+            value = self._parse(value)
+        elif not isinstance(value, int):
+            raise Invalid(f"must be an integer mask, not {_type_name(value)}", to=self.TO)
+        if not 0 <= value <= 0o777:
+            raise Invalid(f"must be from 0 to 0o777, not {oct(value)}", to=self.TO)
+        return int(value)
+
+    def _parse(self, text: str) -> int:
+        text = text.strip()
+        if len(text) > 12:
+            raise Invalid("is too long for a file-mode mask", to=self.TO)
+        # gunicorn's auto_int: "0022" is octal (Python 3's int(x, 0) refuses a leading 0).
+        if re.match(r"^0[0-9]", text):
+            text = "0o" + text[1:]
+        try:
+            return int(text, 0)
+        except ValueError:
+            raise Invalid("is not a number (write octal as 0o117 or 0117)", to=self.TO) from None
+
+
 class BoolRule:
     """A real bool; from the command line/environment also true/false, 1/0, yes/no, on/off."""
 

@@ -376,7 +376,7 @@ class Arbiter:
         if new_cfg.bind != self.cfg.bind:
             try:
                 listeners = create_listeners([parse_bind(b) for b in new_cfg.bind],
-                                             new_cfg.backlog)
+                                             new_cfg.backlog, umask=new_cfg.umask)
             except BindError as exc:
                 log.error("Reload aborted, keeping the running configuration: %s", exc)
                 return

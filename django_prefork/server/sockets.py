@@ -64,12 +64,15 @@ class Listener:
                 os.unlink(path)
 
 
-def create_listeners(specs: list[BindSpec], backlog: int) -> list[Listener]:
-    """Bind every address; on any failure close what was opened and raise BindError."""
+def create_listeners(specs: list[BindSpec], backlog: int, umask: int = 0) -> list[Listener]:
+    """Bind every address; on any failure close what was opened and raise BindError.
+
+    ``umask`` masks the mode of unix socket files (the ``umask`` setting).
+    """
     listeners: list[Listener] = []
     try:
         for spec in specs:
-            listeners.append(_create_listener(spec, backlog))
+            listeners.append(_create_listener(spec, backlog, umask))
     except BindError:
         for listener in listeners:
             listener.close()
@@ -99,11 +102,11 @@ def listeners_from_fds(fds: list[int], specs: list[str]) -> list[Listener]:
     return [Listener(socket.socket(fileno=fd), spec) for fd, spec in zip(fds, specs, strict=False)]
 
 
-def _create_listener(spec: BindSpec, backlog: int) -> Listener:
+def _create_listener(spec: BindSpec, backlog: int, umask: int) -> Listener:
     if spec.kind == "fd":
         return _adopt_fd(spec)
     if spec.kind == "unix":
-        return _bind_unix(spec, backlog)
+        return _bind_unix(spec, backlog, umask)
     return _bind_tcp(spec, backlog)
 
 
@@ -136,7 +139,7 @@ def _bind_tcp(spec: BindSpec, backlog: int) -> Listener:
     return Listener(sock, str(spec))
 
 
-def _bind_unix(spec: BindSpec, backlog: int) -> Listener:
+def _bind_unix(spec: BindSpec, backlog: int, umask: int) -> Listener:
     path = spec.path
     assert path is not None
     with contextlib.suppress(FileNotFoundError):
@@ -145,11 +148,24 @@ def _bind_unix(spec: BindSpec, backlog: int) -> Listener:
         else:
             raise BindError(f"Could not bind to {spec}: {path} exists and is not a socket")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # bind(2) creates the file with mode 0777 & ~umask. As gunicorn does, the umask is set
+    # only around bind, so the file never exists with a wider mode than asked (no window
+    # between bind and a chmod) and the rest of the process keeps the umask it was started
+    # with.
+    previous_umask = os.umask(umask)
     try:
         sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"Could not bind to {spec}: {_describe(exc)}") from None
+    finally:
+        os.umask(previous_umask)
+    try:
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
         raise BindError(f"Could not bind to {spec}: {_describe(exc)}") from None
     return Listener(sock, str(spec), owns_path=True)
 
@@ -159,12 +175,18 @@ def _remove_stale_socket(path: str, spec: BindSpec) -> None:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)
-    except OSError:
-        os.unlink(path)
-    else:
-        raise BindError(f"Could not bind to {spec}: another server is listening on {path}")
+    except ConnectionRefusedError:
+        # Nobody listens: the file outlived its server (a crash, a SIGKILL).
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    except OSError as exc:
+        # EACCES and the like: we cannot tell whether it is served, so leave it alone.
+        raise BindError(f"Could not bind to {spec}: {path} exists and cannot be probed "
+                        f"({exc.strerror or exc}); remove it if no server uses it") from None
     finally:
         probe.close()
+    raise BindError(f"Could not bind to {spec}: another server is listening on {path}")
 
 
 def _describe(exc: OSError) -> str:

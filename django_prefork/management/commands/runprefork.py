@@ -175,7 +175,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc), returncode=EXIT_STARTUP_ERROR) from None
         try:
             listeners = systemd_listeners() or create_listeners(
-                [parse_bind(b) for b in cfg.bind], cfg.backlog)
+                [parse_bind(b) for b in cfg.bind], cfg.backlog, umask=cfg.umask)
         except BindError as exc:
             raise CommandError(str(exc)) from None
         # Children must not share the master's database connections.
