@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import logging
 import os
 import socket
 import stat
@@ -16,8 +18,13 @@ from dataclasses import dataclass, field
 
 from django_prefork.conf import BindSpec
 
+log = logging.getLogger("django_prefork.error")
+
 # sd_listen_fds(3): inherited sockets start at fd 3.
 SYSTEMD_FIRST_FD = 3
+# Set by a master starting its successor (USR2, server/upgrade.py): the listening sockets the
+# new master inherits instead of binding, as JSON {"ppid": N, "listeners": [[fd, spec], ...]}.
+INHERIT_ENV_VAR = "DJANGO_PREFORK_INHERIT_FDS"
 
 
 class BindError(Exception):
@@ -91,6 +98,46 @@ def systemd_listeners() -> list[Listener]:
     for fd in range(SYSTEMD_FIRST_FD, SYSTEMD_FIRST_FD + count):
         sock = socket.socket(fileno=fd)
         listeners.append(Listener(sock, f"fd://{fd}"))
+    return listeners
+
+
+def inheritance_spec(listeners: list[Listener]) -> str:
+    """The INHERIT_ENV_VAR value that hands listeners to a new master started by this one."""
+    return json.dumps({"ppid": os.getpid(),
+                       "listeners": [[listener.fileno(), listener.spec] for listener in listeners]})
+
+
+def inherited_listeners() -> list[Listener]:
+    """The sockets an old master handed over in a binary upgrade (USR2), if any.
+
+    As gunicorn does, the new master serves exactly the inherited sockets, whatever its bind
+    setting says now: a later HUP applies a changed bind list. Socket files are not ours to
+    remove until the old master has gone (server/upgrade.py sets owns_path then).
+    """
+    value = os.environ.pop(INHERIT_ENV_VAR, None)
+    if not value:
+        return []
+    try:
+        spec = json.loads(value)
+        ppid = int(spec["ppid"])
+        entries = [(int(fd), str(name)) for fd, name in spec["listeners"]]
+    except (ValueError, TypeError, KeyError):
+        log.warning("Ignoring %s=%r: not what an old master writes", INHERIT_ENV_VAR, value)
+        return []
+    if ppid != os.getppid():
+        log.warning("Ignoring %s: it was meant for a child of pid %s", INHERIT_ENV_VAR, ppid)
+        return []
+    listeners = []
+    for fd, name in entries:
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError as exc:
+            for listener in listeners:
+                listener.close(unlink=False)
+            raise BindError(f"Could not use the inherited socket {name} (fd {fd}): "
+                            f"{exc.strerror or exc}") from None
+        sock.set_inheritable(False)  # as a socket we bound ourselves
+        listeners.append(Listener(sock, name))
     return listeners
 
 

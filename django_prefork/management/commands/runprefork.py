@@ -106,7 +106,12 @@ class Command(BaseCommand):
 
         from django_prefork.logging import configure_logging
         from django_prefork.server.arbiter import Arbiter
-        from django_prefork.server.sockets import BindError, create_listeners, systemd_listeners
+        from django_prefork.server.sockets import (
+            BindError,
+            create_listeners,
+            inherited_listeners,
+            systemd_listeners,
+        )
 
         app = None
         if cfg.preload_app:
@@ -119,7 +124,8 @@ class Command(BaseCommand):
         # After the app is loaded: loading it may re-apply LOGGING (django.setup()).
         configure_logging(cfg)
         try:
-            listeners = systemd_listeners() or create_listeners(
+            # A new master of a binary upgrade (USR2) serves its old master's sockets.
+            listeners = inherited_listeners() or systemd_listeners() or create_listeners(
                 [parse_bind(b) for b in cfg.bind], cfg.backlog)
         except BindError as exc:
             raise CommandError(str(exc)) from None
