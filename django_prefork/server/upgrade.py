@@ -163,11 +163,16 @@ class BinaryUpgrade:
         self._owned_paths = []
         _set_title(self.role(), cfg)
         # Should the new master have told systemd it was the main process, we are again.
-        self.notifier.send(f"MAINPID={os.getpid()}", "STATUS=Upgrade abandoned")
+        self.notifier.send(f"MAINPID={os.getpid()}",
+                           "STATUS=Serving; the upgrade did not complete")
         code = os.waitstatus_to_exitcode(status)
-        log.error("Upgrade abandoned: the new master (pid: %s) exited with %s; this master "
-                  "(pid: %s) keeps serving", pid,
-                  f"code {code}" if code >= 0 else f"signal {-code}", os.getpid())
+        if code == 0:  # the operator stopped it: a rollback
+            log.info("Upgrade rolled back: the new master (pid: %s) has stopped; this master "
+                     "(pid: %s) serves alone again", pid, os.getpid())
+        else:
+            log.error("Upgrade abandoned: the new master (pid: %s) exited with %s; this master "
+                      "(pid: %s) keeps serving", pid,
+                      f"code {code}" if code > 0 else f"signal {-code}", os.getpid())
         return True
 
     def notify_stop(self) -> None:
