@@ -226,6 +226,51 @@ def test_failed_upgrade_leaves_the_old_master_serving(tmp_path: Path):
                    message="the new master to take PIDFILE over")
 
 
+def test_new_master_whose_workers_cannot_boot_never_writes_pidfile_2(tmp_path: Path):
+    """PIDFILE.2 means "the new master serves": a runbook that waits for it never TERMs the
+    old master for a new one that cannot serve."""
+    settings_dir = tmp_path / "site"
+    settings_dir.mkdir()
+    module = settings_dir / "upgrade_app_settings.py"
+    module.write_text("from testproject.settings import *  # noqa\n")
+    pidfile = tmp_path / "mysite.pid"
+    new_pidfile = Path(f"{pidfile}.2")
+    server = Server("--workers", "1", "--pid", str(pidfile), settings="upgrade_app_settings")
+    server.env["PYTHONPATH"] += os.pathsep + str(settings_dir)
+    with stopped_at_the_end(server) as new_masters:
+        server.start(**DETACHED)
+        (worker,) = server.ready_workers()
+        # The settings load, the project's WSGI module does not: the new master's arbiter
+        # starts, its first worker fails to boot.
+        module.write_text("from testproject.settings_broken_app import *  # noqa\n")
+        seen_pidfile_2 = threading.Event()
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                if new_pidfile.exists():
+                    seen_pidfile_2.set()
+                done.wait(0.01)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            start = len(server.lines)
+            server.signal(signal.SIGUSR2)
+            match = server.wait_for_line(
+                r"Upgrade abandoned: the new master \(pid: (\d+)\) exited with code \d+",
+                timeout=90, start=start)
+            new_masters.append(int(match.group(1)))
+        finally:
+            done.set()
+            watcher.join(timeout=5)
+        server.wait_for_line(r"Worker failed to boot", start=start)
+        assert not seen_pidfile_2.is_set()
+        assert read_pid(pidfile) == server.pid
+        assert server.ready_workers() == [worker]
+        assert server.get("/hello")[0] == 200
+
+
 def test_usr2_then_winch_then_term(tmp_path: Path):
     pidfile = tmp_path / "mysite.pid"
     server = Server("--workers", "2", "--pid", str(pidfile))

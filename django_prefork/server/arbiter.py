@@ -142,9 +142,10 @@ class Arbiter:
     def start(self) -> None:
         set_process_title(self.upgrade.role(), self.cfg)
         if self.cfg.pidfile:
-            # PIDFILE.2 for the new master of a binary upgrade, until the old one has gone.
+            # The new master of a binary upgrade writes PIDFILE.2 once it serves (report_state).
             self.pidfile = Pidfile(self.upgrade.pidfile_path(self.cfg.pidfile))
-            self.pidfile.create(self.pid)
+            if not self.upgrade.is_new_master:
+                self.pidfile.create(self.pid)
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, self._queue_signal)
         self.stray_signals.install(self._queue_signal)
@@ -434,6 +435,7 @@ class Arbiter:
         old_serving = any(r.generation < self.generation and not r.retiring
                           for r in self.workers.values())
         if self.generation_booted and not old_serving:
+            self.upgrade.serving(self.pidfile)
             plural = "s" if self.num_workers != 1 else ""
             self.notifier.serving(f"Serving with {self.num_workers} worker{plural}")
 

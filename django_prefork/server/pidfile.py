@@ -32,7 +32,8 @@ class Pidfile:
     def rename(self, path: str) -> None:
         """Move our file to path (a new master taking PIDFILE over from PIDFILE.2)."""
         path = os.path.abspath(path)
-        os.replace(self.path, path)
+        if self.pid is not None:  # not yet written: it will be created at the new path
+            os.replace(self.path, path)
         self.path = path
 
     def unlink(self) -> None:

@@ -31,7 +31,7 @@ _OPTIONAL = ("SIGSTKFLT", "SIGIO", "SIGPWR", "SIGLOST", "SIGEMT", "SIGINFO")
 
 
 def _stray_signals() -> tuple[int, ...]:
-    found = [
+    found: list[int] = [
         signal.SIGPIPE,  # writing to a closed pipe or socket: the write fails with EPIPE instead
         signal.SIGALRM,  # the master sets no alarm
         signal.SIGVTALRM,

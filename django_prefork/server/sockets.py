@@ -127,7 +127,7 @@ def inherited_listeners() -> list[Listener]:
     if ppid != os.getppid():
         log.warning("Ignoring %s: it was meant for a child of pid %s", INHERIT_ENV_VAR, ppid)
         return []
-    listeners = []
+    listeners: list[Listener] = []
     for fd, name in entries:
         try:
             sock = socket.socket(fileno=fd)

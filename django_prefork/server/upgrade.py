@@ -3,11 +3,12 @@
 The running ("old") master starts the same command again, as a fresh process from the same
 directory, handing it its listening sockets, so the new master binds nothing and both accept
 from the same kernel queues: no connection is refused while the two overlap. The new master
-writes PIDFILE.2 while the old one lives; the operator checks that the new master serves
-(PIDFILE.2, or READY=1 with MAINPID= under systemd), then sends TERM (or WINCH, then TERM) to
-the old one; the new master notices its parent has gone and takes PIDFILE over. A new master
-that fails to boot just exits: the old master reaps it, logs one line, and nothing else
-changes. Sending TERM to the new master instead rolls the upgrade back the same way.
+writes PIDFILE.2 once it serves, while the old one lives; the operator waits for it (or, under
+systemd, for READY=1 with MAINPID=, which moves the unit's main PID), then sends TERM (or
+WINCH, then TERM) to the old one; the new master notices its parent has gone and takes
+PIDFILE over. A new master that fails to boot just exits: the old master reaps it, logs one
+line, and nothing else changes. Sending TERM to the new master instead rolls the upgrade
+back the same way.
 
 The new master is a child of the old one (as with gunicorn), so the old master's reaping sees
 its exit; `BinaryUpgrade.reap` claims that pid before anything treats it as a worker.
@@ -22,7 +23,7 @@ import sys
 from typing import Any
 
 from django_prefork.server.notify import Notifier
-from django_prefork.server.pidfile import Pidfile
+from django_prefork.server.pidfile import Pidfile, PidfileError
 from django_prefork.server.sockets import INHERIT_ENV_VAR, Listener, inheritance_spec
 
 log = logging.getLogger("django_prefork.error")
@@ -88,6 +89,7 @@ class BinaryUpgrade:
         self.new_master_pid: int | None = None  # we are the old master of this one
         self.old_master_pid: int | None = _old_master_from_environ()  # we are the new master
         self._owned_paths: list[Listener] = []
+        self._pidfile_failed = False
 
     @property
     def handed_over(self) -> bool:
@@ -190,6 +192,21 @@ class BinaryUpgrade:
         self.notifier.stopping()
 
     # -- in the new master -----------------------------------------------------------------
+    def serving(self, pidfile: Pidfile | None) -> None:
+        """Our first generation serves: write PIDFILE.2 (or PIDFILE if the old one has gone).
+
+        Written only now, not at start, so that PIDFILE.2 existing means "the new master
+        serves": a runbook can wait for it and then TERM the old master, and a new master
+        whose workers cannot boot never produces it.
+        """
+        if pidfile is None or pidfile.pid is not None or self._pidfile_failed:
+            return
+        try:
+            pidfile.create(os.getpid())
+        except (OSError, PidfileError) as exc:
+            self._pidfile_failed = True  # said once; serving matters more than the file
+            log.error("Could not write the pidfile %s: %s", pidfile.path, exc)
+
     def tick(self, cfg: Any, pidfile: Pidfile | None, listeners: list[Listener],
              main_path: str | None) -> None:
         """Once the old master has gone: take PIDFILE over and own the socket files."""
