@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,11 +111,13 @@ def start_new_master(server: Server, pidfile: Path, workers: int) -> int:
     return new
 
 
-def test_usr2_then_term_old_master_loses_no_request(tmp_path: Path):
+@pytest.mark.parametrize("worker_class", ["sync", "gthread", "gevent"])
+def test_usr2_then_term_old_master_loses_no_request(tmp_path: Path, worker_class: str):
     pidfile = tmp_path / "mysite.pid"
     address = str(tmp_path / "notify.sock")
     with notify_socket(address) as systemd:
-        server = Server("--workers", "2", "--pid", str(pidfile), env={"NOTIFY_SOCKET": address})
+        server = Server("--workers", "2", "--pid", str(pidfile), "--worker-class", worker_class,
+                        env={"NOTIFY_SOCKET": address})
         with stopped_at_the_end(server) as new_masters:
             server.start(wait_workers=2, **DETACHED)
             old = server.pid
@@ -334,3 +337,44 @@ def test_upgrade_keeps_a_unix_socket_file_until_the_last_master_stops(tmp_path: 
         wait_until(lambda: not pid_alive(new), timeout=30, message="the new master to stop")
         # The last master to stop removes it.
         assert not os.path.exists(path)
+
+
+MANAGE_PY = """\
+import os
+import sys
+
+print("manage.py of {release}", flush=True)
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
+from django.core.management import execute_from_command_line
+
+execute_from_command_line(sys.argv)
+"""
+
+
+def test_upgrade_follows_a_current_symlink_to_the_new_release(tmp_path: Path):
+    """`python manage.py runprefork` from /srv/site/current, a symlink a deploy repoints: the
+    new master runs the same relative command from the symlink, so from the new release."""
+    for release in ("release1", "release2"):
+        (tmp_path / release).mkdir()
+        (tmp_path / release / "manage.py").write_text(MANAGE_PY.format(release=release))
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "release1")
+    pidfile = tmp_path / "mysite.pid"
+    server = Server(cwd=current, env={"PWD": str(current),
+                                      "DJANGO_SETTINGS_MODULE": "testproject.settings"})
+    server.cmd = [sys.executable, "manage.py", "runprefork", "--bind", "127.0.0.1:0",
+                  "--workers", "1", "--pid", str(pidfile)]
+    with stopped_at_the_end(server) as new_masters:
+        server.start(**DETACHED)
+        assert "manage.py of release1" in server.output
+        current.unlink()
+        current.symlink_to(tmp_path / "release2")  # the deploy
+        new = start_new_master(server, pidfile, workers=1)
+        new_masters.append(new)
+        assert "manage.py of release2" in server.output
+        assert Path(f"/proc/{new}/cwd").resolve() == (tmp_path / "release2").resolve()
+        server.signal(signal.SIGTERM)
+        server.wait_exit()
+        wait_until(lambda: read_pid(pidfile) == new, timeout=30,
+                   message="the new master to take PIDFILE over")
+        assert server.get("/hello")[0] == 200
