@@ -70,6 +70,13 @@ def test_winch_stops_the_workers_and_keeps_the_master_then_ttin_and_hup_restart_
         server.signal(signal.SIGUSR1)
         server.wait_for_line(r"Handling signal: usr1", start=start)
         assert server.worker_pids() == []
+        # ... TTOU does not take it below zero nor start one ...
+        start = len(server.lines)
+        server.signal(signal.SIGTTOU)
+        server.signal(signal.SIGUSR1)
+        server.wait_for_line(r"Handling signal: usr1", start=start)
+        assert server.worker_pids() == []
+        assert "Booting worker" not in "\n".join(server.lines[start:])
         # ... until TTIN asks for one ...
         server.signal(signal.SIGTTIN)
         wait_until(lambda: len(server.ready_workers()) == 1, timeout=30,

@@ -193,6 +193,34 @@ def test_term_to_the_new_master_rolls_back(tmp_path: Path):
             new_masters.append(start_new_master(server, pidfile, workers=1))
 
 
+def test_two_upgrades_in_a_row(tmp_path: Path):
+    """The new master, once alone, can itself be upgraded: nothing of the first upgrade stays."""
+    pidfile = tmp_path / "mysite.pid"
+    server = Server("--workers", "1", "--pid", str(pidfile))
+    with stopped_at_the_end(server) as new_masters:
+        server.start(**DETACHED)
+        with ClientLoop(server) as clients:
+            second = start_new_master(server, pidfile, workers=1)
+            new_masters.append(second)
+            server.signal(signal.SIGTERM)
+            server.wait_exit()
+            wait_until(lambda: read_pid(pidfile) == second, timeout=30,
+                       message="the second master to take PIDFILE over")
+            start = len(server.lines)
+            os.kill(second, signal.SIGUSR2)
+            third = wait_until(lambda: read_pid(Path(f"{pidfile}.2")), timeout=60,
+                               message="the third master's PIDFILE.2")
+            assert isinstance(third, int)
+            new_masters.append(third)
+            server.wait_for_line(r"Booted worker", start=start)
+            os.kill(second, signal.SIGTERM)
+            wait_until(lambda: read_pid(pidfile) == third, timeout=30,
+                       message="the third master to take PIDFILE over")
+            assert not pid_alive(second)
+            clients.wait_more(20)
+        assert clients.failures == []
+
+
 def test_failed_upgrade_leaves_the_old_master_serving(tmp_path: Path):
     settings_dir = tmp_path / "site"
     settings_dir.mkdir()

@@ -202,7 +202,9 @@ class Arbiter:
             elif signum == signal.SIGTTIN:
                 self.num_workers += 1
             elif signum == signal.SIGTTOU:
-                self.num_workers = max(1, self.num_workers - 1)
+                # Never below one, as gunicorn; at zero (after WINCH) TTOU changes nothing.
+                if self.num_workers > 1:
+                    self.num_workers -= 1
             elif signum == signal.SIGUSR1:
                 self.reopen_logs()
             elif signum == signal.SIGUSR2:
