@@ -110,7 +110,8 @@ class Arbiter:
         self.subreaper = False
         # Connections per worker, shared with every worker for fair accept (loadboard.py).
         self.board = LoadBoard()
-        # Issue 10 items 3-5: systemd notifications, the USR2 upgrade, the stray signals.
+        # systemd notifications (notify.py), the USR2 upgrade (upgrade.py), the signals with
+        # no job here (signals.py).
         self.notifier = Notifier()
         self.upgrade = BinaryUpgrade(self.notifier)
         self.stray_signals = StraySignals()
@@ -413,7 +414,7 @@ class Arbiter:
         self.generation_booted = False
         log.info("Reloading: starting generation %s", self.generation)
 
-    # -- issue 10 items 3-5: binary upgrade, WINCH, sd_notify -------------------------------
+    # -- binary upgrade, WINCH, sd_notify (logic in upgrade.py, signals.py, notify.py) ---------
     def handle_usr2(self) -> None:
         """USR2: start a new master on our sockets (server/upgrade.py); we keep serving."""
         self.upgrade.start(self.cfg, self.listeners)
