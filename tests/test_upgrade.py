@@ -406,3 +406,34 @@ def test_upgrade_follows_a_current_symlink_to_the_new_release(tmp_path: Path):
         wait_until(lambda: read_pid(pidfile) == new, timeout=30,
                    message="the new master to take PIDFILE over")
         assert server.get("/hello")[0] == 200
+
+
+def test_inherited_sockets_are_adopted_not_bound(monkeypatch: pytest.MonkeyPatch):
+    from django_prefork.server.sockets import INHERIT_ENV_VAR, BindError, inherited_listeners
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    idle = socket.socket()
+    try:
+        monkeypatch.setenv(INHERIT_ENV_VAR, f'[[{listening.fileno()}, "127.0.0.1:0"]]')
+        (listener,) = inherited_listeners()
+        assert listener.address == listening.getsockname()
+        assert listener.spec == "127.0.0.1:0" and not listener.owns_path
+        assert INHERIT_ENV_VAR not in os.environ  # read once, never passed on to children
+        listener.sock.detach()  # the test's own socket object closes the fd
+        monkeypatch.setenv(INHERIT_ENV_VAR, f'[[{idle.fileno()}, "127.0.0.1:8000"]]')
+        with pytest.raises(BindError, match=r"127.0.0.1:8000 \(fd \d+\): it is not a listening"):
+            inherited_listeners()
+        assert idle.fileno() >= 0  # left open: not ours
+    finally:
+        listening.close()
+        idle.close()
+
+
+def test_a_bad_inherited_socket_is_one_line_and_a_non_zero_exit():
+    server = Server(env={"DJANGO_PREFORK_INHERIT_FDS": "[[987, \"127.0.0.1:8000\"]]"})
+    try:
+        server.start(wait_workers=None)
+        assert server.wait_exit() != 0
+        server.wait_for_line(r"Could not use the inherited socket 127.0.0.1:8000 \(fd 987\)")
+    finally:
+        server.stop()

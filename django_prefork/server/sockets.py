@@ -23,7 +23,7 @@ log = logging.getLogger("django_prefork.error")
 # sd_listen_fds(3): inherited sockets start at fd 3.
 SYSTEMD_FIRST_FD = 3
 # Set by a master starting its successor (USR2, server/upgrade.py): the listening sockets the
-# new master inherits instead of binding, as JSON {"ppid": N, "listeners": [[fd, spec], ...]}.
+# new master inherits instead of binding, as JSON [[fd, spec], ...].
 INHERIT_ENV_VAR = "DJANGO_PREFORK_INHERIT_FDS"
 
 
@@ -103,42 +103,49 @@ def systemd_listeners() -> list[Listener]:
 
 def inheritance_spec(listeners: list[Listener]) -> str:
     """The INHERIT_ENV_VAR value that hands listeners to a new master started by this one."""
-    return json.dumps({"ppid": os.getpid(),
-                       "listeners": [[listener.fileno(), listener.spec] for listener in listeners]})
+    return json.dumps([[listener.fileno(), listener.spec] for listener in listeners])
 
 
 def inherited_listeners() -> list[Listener]:
     """The sockets an old master handed over in a binary upgrade (USR2), if any.
 
     As gunicorn does, the new master serves exactly the inherited sockets, whatever its bind
-    setting says now: a later HUP applies a changed bind list. Socket files are not ours to
-    remove until the old master has gone (server/upgrade.py sets owns_path then).
+    setting says now: a later HUP applies a changed bind list. They are adopted even if the
+    old master has already gone (they are open in this process either way). Socket files are
+    not ours to remove until the old master has gone (server/upgrade.py sets owns_path then).
     """
     value = os.environ.pop(INHERIT_ENV_VAR, None)
     if not value:
         return []
     try:
-        spec = json.loads(value)
-        ppid = int(spec["ppid"])
-        entries = [(int(fd), str(name)) for fd, name in spec["listeners"]]
-    except (ValueError, TypeError, KeyError):
+        entries = [(int(fd), str(name)) for fd, name in json.loads(value)]
+    except (ValueError, TypeError):
         log.warning("Ignoring %s=%r: not what an old master writes", INHERIT_ENV_VAR, value)
         return []
-    if ppid != os.getppid():
-        log.warning("Ignoring %s: it was meant for a child of pid %s", INHERIT_ENV_VAR, ppid)
-        return []
     listeners: list[Listener] = []
-    for fd, name in entries:
-        try:
-            sock = socket.socket(fileno=fd)
-        except OSError as exc:
-            for listener in listeners:
-                listener.close(unlink=False)
-            raise BindError(f"Could not use the inherited socket {name} (fd {fd}): "
-                            f"{exc.strerror or exc}") from None
-        sock.set_inheritable(False)  # as a socket we bound ourselves
-        listeners.append(Listener(sock, name))
+    try:
+        for fd, name in entries:
+            listeners.append(_adopt_inherited(fd, name))
+    except BindError:
+        for listener in listeners:
+            listener.close(unlink=False)
+        raise
     return listeners
+
+
+def _adopt_inherited(fd: int, name: str) -> Listener:
+    try:
+        sock = socket.socket(fileno=fd)
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    except OSError as exc:
+        raise BindError(f"Could not use the inherited socket {name} (fd {fd}): "
+                        f"{exc.strerror or exc}") from None
+    if not listening:
+        sock.detach()  # not ours to close
+        raise BindError(f"Could not use the inherited socket {name} (fd {fd}): it is not a "
+                        "listening socket")
+    sock.set_inheritable(False)  # as a socket we bound ourselves
+    return Listener(sock, name)
 
 
 def listeners_from_fds(fds: list[int], specs: list[str]) -> list[Listener]:
