@@ -26,9 +26,12 @@ from typing import Any
 
 from django_prefork.conf import Config, ConfigError, parse_bind
 from django_prefork.logging import LoggingSetupError
+from django_prefork.server.notify import Notifier
 from django_prefork.server.pidfile import Pidfile
+from django_prefork.server.signals import StraySignals, in_terminal_foreground
 from django_prefork.server.sockets import BindError, Listener, create_listeners
 from django_prefork.server.spawn import spawn_interpreter
+from django_prefork.server.upgrade import BinaryUpgrade
 from django_prefork.server.zygote import Zygote, ZygoteError, become_subreaper
 from django_prefork.workers.base import WORKER_BOOT_ERROR, freeze_before_fork, set_process_title
 from django_prefork.workers.boot import ENV_VAR as WORKER_ENV_VAR
@@ -45,6 +48,8 @@ HANDLED_SIGNALS = (
     signal.SIGTTIN,
     signal.SIGTTOU,
     signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
     signal.SIGCHLD,
 )
 # A worker still importing the project is not "hung" until this long, whatever the timeout.
@@ -106,6 +111,11 @@ class Arbiter:
         self.subreaper = False
         # Connections per worker, shared with every worker for fair accept (loadboard.py).
         self.board = LoadBoard()
+        # systemd notifications (notify.py), the USR2 upgrade (upgrade.py), the signals with
+        # no job here (signals.py).
+        self.notifier = Notifier()
+        self.upgrade = BinaryUpgrade(self.notifier)
+        self.stray_signals = StraySignals()
         self._pipe_r, self._pipe_w = os.pipe()
         for fd in (self._pipe_r, self._pipe_w):
             os.set_blocking(fd, False)
@@ -123,6 +133,7 @@ class Arbiter:
                 self.murder_hung_workers()
                 self.manage_workers()
                 self.finish_reload()
+                self.report_state()
         except StopServer as stop:
             return self.shutdown(graceful=stop.graceful, exit_status=0)
         except HaltServer as halt:
@@ -131,12 +142,15 @@ class Arbiter:
             return halt.exit_status
 
     def start(self) -> None:
-        set_process_title("master", self.cfg)
+        set_process_title(self.upgrade.role(), self.cfg)
         if self.cfg.pidfile:
-            self.pidfile = Pidfile(self.cfg.pidfile)
-            self.pidfile.create(self.pid)
+            # The new master of a binary upgrade writes PIDFILE.2 once it serves (report_state).
+            self.pidfile = Pidfile(self.upgrade.pidfile_path(self.cfg.pidfile))
+            if not self.upgrade.is_new_master:
+                self.pidfile.create(self.pid)
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, self._queue_signal)
+        self.stray_signals.install(self._queue_signal)
         # DJANGO_PREFORK_NO_ZYGOTE=1 takes the exec path that platforms without a child
         # subreaper use (each worker its own fresh interpreter): for tests and debugging.
         self.subreaper = not os.environ.get("DJANGO_PREFORK_NO_ZYGOTE") and become_subreaper()
@@ -175,6 +189,9 @@ class Arbiter:
             signum = self.signal_queue.pop(0)
             if signum == signal.SIGCHLD:
                 continue  # reap_workers runs next anyway
+            if self.stray_signals.handles(signum):
+                self.stray_signals.log_ignored(signum)
+                continue
             name = signal.Signals(signum).name
             log.info("Handling signal: %s", name[3:].lower())
             if signum == signal.SIGTERM:
@@ -182,13 +199,20 @@ class Arbiter:
             if signum in (signal.SIGINT, signal.SIGQUIT):
                 raise StopServer(graceful=False)
             if signum == signal.SIGHUP:
+                self.notifier.reload_started()
                 self.reload()
             elif signum == signal.SIGTTIN:
                 self.num_workers += 1
             elif signum == signal.SIGTTOU:
-                self.num_workers = max(1, self.num_workers - 1)
+                # Never below one, as gunicorn; at zero (after WINCH) TTOU changes nothing.
+                if self.num_workers > 1:
+                    self.num_workers -= 1
             elif signum == signal.SIGUSR1:
                 self.reopen_logs()
+            elif signum == signal.SIGUSR2:
+                self.handle_usr2()
+            elif signum == signal.SIGWINCH:
+                self.handle_winch()
 
     def reap_workers(self) -> None:
         while True:
@@ -198,6 +222,8 @@ class Arbiter:
                 return
             if not pid:
                 return
+            if self.upgrade.reap(pid, status, self.cfg):
+                continue  # the new master of a USR2 upgrade, not a worker
             record = self.workers.pop(pid, None)
             if record is None:
                 self._forget_zygote(pid, status)
@@ -352,6 +378,7 @@ class Arbiter:
 
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
+        self.stray_signals.restore()
         os.close(self._pipe_r)
         os.close(self._pipe_w)
         for record in self.workers.values():
@@ -392,6 +419,34 @@ class Arbiter:
         self.generation_booted = False
         log.info("Reloading: starting generation %s", self.generation)
 
+    # -- binary upgrade, WINCH, sd_notify (logic in upgrade.py, signals.py, notify.py) ---------
+    def handle_usr2(self) -> None:
+        """USR2: start a new master on our sockets (server/upgrade.py); we keep serving."""
+        self.upgrade.start(self.cfg, self.listeners)
+
+    def handle_winch(self) -> None:
+        """WINCH: stop every worker gracefully, keep the master; HUP or TTIN starts workers."""
+        if in_terminal_foreground():
+            # gunicorn acts on WINCH only when daemonized: in a terminal, a resize sends it.
+            log.info("WINCH ignored: the master runs in the foreground of a terminal, whose "
+                     "window resizes send it")
+            return
+        log.info("Stopping all workers gracefully (WINCH); HUP or TTIN starts them again")
+        self.num_workers = 0
+        for record in list(self.workers.values()):
+            if not record.retiring:
+                self._retire(record)
+
+    def report_state(self) -> None:
+        """Once per loop turn: the upgrade's pidfile takeover, and READY=1 for systemd."""
+        self.upgrade.tick(self.cfg, self.pidfile, self.listeners, self.cfg.pidfile)
+        old_serving = any(r.generation < self.generation and not r.retiring
+                          for r in self.workers.values())
+        if self.generation_booted and not old_serving:
+            self.upgrade.serving(self.pidfile)
+            plural = "s" if self.num_workers != 1 else ""
+            self.notifier.serving(f"Serving with {self.num_workers} worker{plural}")
+
     def reopen_logs(self) -> None:
         from django_prefork.logging import reopen_log_files
 
@@ -402,6 +457,7 @@ class Arbiter:
     def shutdown(self, *, graceful: bool, exit_status: int) -> int:
         """Close the listeners, stop every worker (gracefully or not), clean up."""
         self.stopping = True
+        self.upgrade.notify_stop()
         for listener in self.listeners:
             listener.close()
         for zygote in self.zygotes.values():

@@ -29,6 +29,13 @@ class Pidfile:
         os.replace(tmp, self.path)
         self.pid = pid
 
+    def rename(self, path: str) -> None:
+        """Move our file to path (a new master taking PIDFILE over from PIDFILE.2)."""
+        path = os.path.abspath(path)
+        if self.pid is not None:  # not yet written: it will be created at the new path
+            os.replace(self.path, path)
+        self.path = path
+
     def unlink(self) -> None:
         """Remove the file only if it still names us (a newer master may have taken it)."""
         with contextlib.suppress(OSError, ValueError), open(self.path) as f:

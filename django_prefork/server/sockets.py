@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import logging
 import os
 import socket
 import stat
@@ -16,8 +18,13 @@ from dataclasses import dataclass, field
 
 from django_prefork.conf import BindSpec
 
+log = logging.getLogger("django_prefork.error")
+
 # sd_listen_fds(3): inherited sockets start at fd 3.
 SYSTEMD_FIRST_FD = 3
+# Set by a master starting its successor (USR2, server/upgrade.py): the listening sockets the
+# new master inherits instead of binding, as JSON [[fd, spec], ...].
+INHERIT_ENV_VAR = "DJANGO_PREFORK_INHERIT_FDS"
 
 
 class BindError(Exception):
@@ -95,6 +102,53 @@ def systemd_listeners() -> list[Listener]:
         sock = socket.socket(fileno=fd)
         listeners.append(Listener(sock, f"fd://{fd}"))
     return listeners
+
+
+def inheritance_spec(listeners: list[Listener]) -> str:
+    """The INHERIT_ENV_VAR value that hands listeners to a new master started by this one."""
+    return json.dumps([[listener.fileno(), listener.spec] for listener in listeners])
+
+
+def inherited_listeners() -> list[Listener]:
+    """The sockets an old master handed over in a binary upgrade (USR2), if any.
+
+    As gunicorn does, the new master serves exactly the inherited sockets, whatever its bind
+    setting says now: a later HUP applies a changed bind list. They are adopted even if the
+    old master has already gone (they are open in this process either way). Socket files are
+    not ours to remove until the old master has gone (server/upgrade.py sets owns_path then).
+    """
+    value = os.environ.pop(INHERIT_ENV_VAR, None)
+    if not value:
+        return []
+    try:
+        entries = [(int(fd), str(name)) for fd, name in json.loads(value)]
+    except (ValueError, TypeError):
+        log.warning("Ignoring %s=%r: not what an old master writes", INHERIT_ENV_VAR, value)
+        return []
+    listeners: list[Listener] = []
+    try:
+        for fd, name in entries:
+            listeners.append(_adopt_inherited(fd, name))
+    except BindError:
+        for listener in listeners:
+            listener.close(unlink=False)
+        raise
+    return listeners
+
+
+def _adopt_inherited(fd: int, name: str) -> Listener:
+    try:
+        sock = socket.socket(fileno=fd)
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    except OSError as exc:
+        raise BindError(f"Could not use the inherited socket {name} (fd {fd}): "
+                        f"{exc.strerror or exc}") from None
+    if not listening:
+        sock.detach()  # not ours to close
+        raise BindError(f"Could not use the inherited socket {name} (fd {fd}): it is not a "
+                        "listening socket")
+    sock.set_inheritable(False)  # as a socket we bound ourselves
+    return Listener(sock, name)
 
 
 def listeners_from_fds(fds: list[int], specs: list[str]) -> list[Listener]:

@@ -156,7 +156,12 @@ class Command(BaseCommand):
         from django_prefork.logging import LoggingSetupError, configure_logging
         from django_prefork.server.arbiter import Arbiter
         from django_prefork.server.pidfile import PidfileError
-        from django_prefork.server.sockets import BindError, create_listeners, systemd_listeners
+        from django_prefork.server.sockets import (
+            BindError,
+            create_listeners,
+            inherited_listeners,
+            systemd_listeners,
+        )
 
         problems = startup_problems(cfg)
         if problems:
@@ -174,7 +179,8 @@ class Command(BaseCommand):
         except LoggingSetupError as exc:
             raise CommandError(str(exc), returncode=EXIT_STARTUP_ERROR) from None
         try:
-            listeners = systemd_listeners() or create_listeners(
+            # A new master of a binary upgrade (USR2) serves its old master's sockets.
+            listeners = inherited_listeners() or systemd_listeners() or create_listeners(
                 [parse_bind(b) for b in cfg.bind], cfg.backlog, umask=cfg.umask)
         except BindError as exc:
             raise CommandError(str(exc)) from None
