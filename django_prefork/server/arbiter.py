@@ -16,7 +16,6 @@ import errno
 import json
 import logging
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django_prefork.conf import Config, ConfigError, parse_bind
+from django_prefork.metrics.master import MasterObserver, exit_reason
 from django_prefork.server.pidfile import Pidfile
 from django_prefork.server.sockets import BindError, Listener, create_listeners
 from django_prefork.server.spawn import spawn_interpreter
@@ -86,6 +86,7 @@ class Arbiter:
         *,
         cli_overrides: dict[str, Any] | None = None,
         app: Any = None,
+        metrics_listener: Listener | None = None,
     ) -> None:
         self.cfg = cfg
         self.listeners = listeners
@@ -105,6 +106,9 @@ class Arbiter:
         self.subreaper = False
         # Connections per worker, shared with every worker for fair accept (loadboard.py).
         self.board = LoadBoard()
+        # Metrics, health, StatsD (django_prefork.metrics): the counters live past the load
+        # board in its shared file; the endpoint is served by wait_for_wakeup's select.
+        self.observer = MasterObserver(cfg, self.board.fd, metrics_listener, self)
         self._pipe_r, self._pipe_w = os.pipe()
         for fd in (self._pipe_r, self._pipe_w):
             os.set_blocking(fd, False)
@@ -159,7 +163,7 @@ class Arbiter:
         if self.signal_queue:
             return
         try:
-            ready, _, _ = select.select([self._pipe_r], [], [], timeout)
+            ready = self.observer.select([self._pipe_r], timeout)
         except OSError as exc:
             if exc.errno != errno.EINTR:
                 raise
@@ -205,6 +209,8 @@ class Arbiter:
             self.board.forget(pid)
             self._log_exit(record, status)
             code = os.waitstatus_to_exitcode(status)
+            self.observer.worker_exited(
+                pid, None if self.stopping else exit_reason(record, self.generation, code))
             if code == WORKER_BOOT_ERROR and not record.ready:
                 self._on_boot_failure(record.generation)
 
@@ -357,6 +363,7 @@ class Arbiter:
             record.heartbeat.close()
         for zygote in self.zygotes.values():
             zygote.close_control()
+        self.observer.close_in_child()
         return run_worker_in_child(cfg=self.cfg, listeners=self.listeners, heartbeat=heartbeat,
                                    age=age, ppid=self.pid, app=self.app, board=self.board)
 
@@ -397,6 +404,7 @@ class Arbiter:
     def shutdown(self, *, graceful: bool, exit_status: int) -> int:
         """Close the listeners, stop every worker (gracefully or not), clean up."""
         self.stopping = True
+        self.observer.set_ready(False)  # load balancers stop sending before we close
         for listener in self.listeners:
             listener.close()
         for zygote in self.zygotes.values():
@@ -409,7 +417,7 @@ class Arbiter:
         while self.workers and time.monotonic() < deadline:
             self.reap_workers_quietly()
             if self.workers:
-                time.sleep(0.05)
+                self.observer.wait(0.05)  # still answering /-/ready (503) and /metrics
         for pid in list(self.workers):
             log.warning("Worker %s did not stop in time: killing it", pid)
             self._kill(pid, signal.SIGKILL)
@@ -417,6 +425,7 @@ class Arbiter:
         while self.workers and time.monotonic() < end:
             self.reap_workers_quietly()
             time.sleep(0.02)
+        self.observer.close()
         if self.pidfile is not None:
             self.pidfile.unlink()
         log.info("Shutting down: master (pid: %s)", self.pid)

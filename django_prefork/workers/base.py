@@ -98,6 +98,7 @@ class Worker:
 
     def make_context(self) -> ServerContext:
         from django_prefork.logging import make_access_logger
+        from django_prefork.metrics.recorder import make_recorder
 
         return ServerContext(
             self.app,
@@ -108,6 +109,7 @@ class Worker:
             multiprocess=True,
             keepalive=self.keepalive,
             recv_first=self.blocking_sockets,
+            recorder=make_recorder(self.cfg, self.board.fd, self.pid, self.multithread),
         )
 
     def set_process_title(self) -> None:

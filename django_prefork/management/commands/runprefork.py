@@ -105,6 +105,7 @@ class Command(BaseCommand):
         from django.db import connections
 
         from django_prefork.logging import configure_logging
+        from django_prefork.metrics.master import open_metrics_listener
         from django_prefork.server.arbiter import Arbiter
         from django_prefork.server.sockets import BindError, create_listeners, systemd_listeners
 
@@ -121,16 +122,18 @@ class Command(BaseCommand):
         try:
             listeners = systemd_listeners() or create_listeners(
                 [parse_bind(b) for b in cfg.bind], cfg.backlog)
+            metrics_listener = open_metrics_listener(cfg)
         except BindError as exc:
             raise CommandError(str(exc)) from None
         # Children must not share the master's database connections.
         connections.close_all()
-        self.print_banner(cfg, listeners)
-        status = Arbiter(cfg, listeners, cli_overrides=cli, app=app).run()
+        self.print_banner(cfg, listeners, metrics_listener)
+        status = Arbiter(cfg, listeners, cli_overrides=cli, app=app,
+                         metrics_listener=metrics_listener).run()
         if status:
             sys.exit(status)
 
-    def print_banner(self, cfg: Config, listeners: list) -> None:
+    def print_banner(self, cfg: Config, listeners: list, metrics_listener: Any = None) -> None:
         from django_prefork.workers.base import resolve_worker_class
 
         worker_class = resolve_worker_class(cfg.worker_class, cfg)  # sync + threads = gthread
@@ -139,6 +142,7 @@ class Command(BaseCommand):
             f"django-prefork {__version__}, Django {django.get_version()}, "
             f"using settings {settings.SETTINGS_MODULE!r}",
             *(f"Listening at: {listener.url()} (pid {os.getpid()})" for listener in listeners),
+            *([f"Metrics at: {metrics_listener.url()}/metrics"] if metrics_listener else []),
             f"Using worker: {worker_class}, {cfg.workers} "
             f"worker{'s' if cfg.workers != 1 else ''}"
             + (f", {cfg.threads} threads each" if worker_class == "gthread" else "")
