@@ -6,10 +6,13 @@ a zygote, or exec'd), because each of those already receives the load board's de
 The master grows the file when metrics are on; a worker finds the region at the file's end
 (checked by a magic number), and records nothing when there is none.
 
-Layout, in native 64-bit ints: a header (magic, slots ever used), then SLOTS slots of
+Layout, in native 64-bit words: a header (magic, slots ever used), then SLOTS slots of
 SLOT_INTS each. One worker writes its own slot only, so every update is a plain store of an
-aligned int (a reader sees the old value or the new one); the master reads all slots when
-scraped. A worker claims a slot (pid stored last) under the shared file's lock when it
+aligned word (a reader sees the old value or the new one); the master reads all slots when
+scraped. The layout keeps the stores per request few (docs/observability.md): a request
+adds to one histogram bucket of its (method, status) pair, whose sum is the pair's count;
+requests in flight are those started minus those counted; the duration sum is a float word.
+A worker claims a slot (pid stored last) under the shared file's lock when it
 starts; the master folds a slot into its running totals when it reaps that worker and then
 frees it, so counters survive restarts without the worker having to do anything on the way
 out (a SIGKILLed worker has no way out).
@@ -34,18 +37,19 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 
 # Offsets inside one slot.
 PID = 0
-IN_FLIGHT = 1
+STARTED = 1  # requests begun (in flight = STARTED - requests counted)
 ACCEPTED = 2
 RESPONSE_BYTES = 3
-DURATION_US = 4  # sum of request durations, in microseconds (ints only on the board)
-BUCKET0 = 5  # len(BUCKETS) + 1 counts (the last one: above 60 s), not cumulative
-LABEL0 = BUCKET0 + len(BUCKETS) + 1
-#: (key, count) pairs, one per (method, status) a worker has seen. Methods are limited to
-#: METHODS and statuses to 100-599, so a worker rarely needs more than a dozen; past
-#: LABELS - 1 distinct pairs the rest is counted as method="other", status="other".
-LABELS = 48
-SLOT_INTS = 128
-assert LABEL0 + 2 * LABELS <= SLOT_INTS
+DURATION_SUM = 4  # seconds, a float (read through the board's "d" view)
+LABEL0 = 5
+#: One block per (method, status) a worker has seen: its key, then a count per histogram
+#: bucket (len(BUCKETS) + 1, the last one above 60 s; not cumulative). Methods are limited
+#: to METHODS and statuses to 100-599, so a worker rarely needs more than a dozen blocks;
+#: past LABELS - 1 distinct pairs the rest is counted as method="other", status="other".
+LABEL_INTS = 1 + len(BUCKETS) + 1
+LABELS = 40
+SLOT_INTS = 688
+assert LABEL0 + LABELS * LABEL_INTS <= SLOT_INTS
 
 _INT = 8
 _PAGE = mmap.PAGESIZE
@@ -84,29 +88,35 @@ class Totals:
 
     accepted: int = 0
     response_bytes: int = 0
-    duration_us: int = 0
+    duration_sum: float = 0.0
     buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
     requests: dict[tuple[str, str], int] = field(default_factory=dict)
     in_flight: int = 0
     busy_workers: int = 0
 
-    def add_slot(self, ints: memoryview, base: int) -> None:
+    def add_slot(self, ints: memoryview, floats: memoryview, base: int) -> int:
+        """Add one slot's counters; return how many requests it counted."""
         self.accepted += ints[base + ACCEPTED]
         self.response_bytes += ints[base + RESPONSE_BYTES]
-        self.duration_us += ints[base + DURATION_US]
+        self.duration_sum += floats[base + DURATION_SUM]
         buckets = self.buckets
-        for i in range(len(buckets)):
-            buckets[i] += ints[base + BUCKET0 + i]
         requests = self.requests
-        for entry in range(base + LABEL0, base + LABEL0 + 2 * LABELS, 2):
-            key = ints[entry]
+        counted = 0
+        for block in range(base + LABEL0, base + LABEL0 + LABELS * LABEL_INTS, LABEL_INTS):
+            key = ints[block]
             if not key:
-                break  # entries are claimed in order
+                break  # blocks are claimed in order
+            counts = ints[block + 1:block + LABEL_INTS].tolist()
+            for i, count in enumerate(counts):
+                buckets[i] += count
             labels = split_key(key)
-            requests[labels] = requests.get(labels, 0) + ints[entry + 1]
+            total = sum(counts)
+            requests[labels] = requests.get(labels, 0) + total
+            counted += total
+        return counted
 
     def copy(self) -> Totals:
-        return Totals(self.accepted, self.response_bytes, self.duration_us,
+        return Totals(self.accepted, self.response_bytes, self.duration_sum,
                       list(self.buckets), dict(self.requests))
 
 
@@ -117,6 +127,7 @@ class MetricsBoard:
         self.fd = fd
         self._map = mmap.mmap(fd, REGION_BYTES, offset=offset)
         self.ints = memoryview(self._map).cast("q")
+        self.floats = memoryview(self._map).cast("d")
         #: The master's sum of the slots of workers it reaped.
         self.retired = Totals()
 
@@ -178,7 +189,7 @@ class MetricsBoard:
         with self._locked():
             for base in self._slots():
                 if ints[base + PID] == pid:
-                    self.retired.add_slot(ints, base)
+                    self.retired.add_slot(ints, self.floats, base)
                     for i in range(base, base + SLOT_INTS):
                         ints[i] = 0
                     return True
@@ -190,8 +201,8 @@ class MetricsBoard:
         ints = self.ints
         for base in self._slots():
             if ints[base + PID]:
-                totals.add_slot(ints, base)
-                in_flight = ints[base + IN_FLIGHT]
+                started = ints[base + STARTED]  # before the counts; a negative result is clamped
+                in_flight = started - totals.add_slot(ints, self.floats, base)
                 if in_flight > 0:
                     totals.in_flight += in_flight
                     totals.busy_workers += 1
@@ -199,4 +210,5 @@ class MetricsBoard:
 
     def close(self) -> None:
         self.ints.release()
+        self.floats.release()
         self._map.close()

@@ -44,7 +44,7 @@ def render(totals: Totals, master: MasterNumbers) -> bytes:
         cumulative += count
         le = "+Inf" if bound is None else repr(bound)
         lines.append(f'{name}_bucket{{le="{le}"}} {cumulative}')
-    lines.append(f"{name}_sum {totals.duration_us / 1_000_000!r}")
+    lines.append(f"{name}_sum {totals.duration_sum!r}")
     lines.append(f"{name}_count {cumulative}")
 
     family("prefork_requests_in_flight", "gauge", "Requests being served now.")
