@@ -85,33 +85,37 @@ class StatsdClient:
         self.sock.close()
 
 
-class StatsdLogHandler(logging.Handler):
+class StatsdLogCounter(logging.Filter):
     """Counts warning and worse records of the error log as gunicorn.log.<level>.
 
     As gunicorn: a record logged with an exception (`log.exception`) counts as
-    `gunicorn.log.exception`, not as an error.
+    `gunicorn.log.exception`, not as an error. A filter on the logger, not a handler: it
+    lets every record through, and the logging setup (django_prefork.logging) reads any
+    handler it did not attach as the project's own routing of the error log.
     """
 
     def __init__(self, client: StatsdClient) -> None:
-        super().__init__(logging.WARNING)
+        super().__init__()
         self.client = client
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.CRITICAL:
-            name = "critical"
-        elif record.levelno >= logging.ERROR:
-            name = "exception" if record.exc_info else "error"
-        else:
-            name = "warning"
-        self.client.increment(f"gunicorn.log.{name}")
+    def filter(self, record: logging.LogRecord) -> bool:
+        level = record.levelno
+        if level >= logging.WARNING:
+            if level >= logging.CRITICAL:
+                name = "critical"
+            elif level >= logging.ERROR:
+                name = "exception" if record.exc_info else "error"
+            else:
+                name = "warning"
+            self.client.increment(f"gunicorn.log.{name}")
+        return True
 
 
 def count_log_records(client: StatsdClient | None) -> None:
-    """Attach the log counter to the error log (once per process)."""
-    if client is None:
-        return
+    """Count the error log's records with `client` (the one counter of this process)."""
     error_log = logging.getLogger("django_prefork.error")
-    for handler in list(error_log.handlers):
-        if isinstance(handler, StatsdLogHandler):
-            error_log.removeHandler(handler)
-    error_log.addHandler(StatsdLogHandler(client))
+    for old in list(error_log.filters):
+        if isinstance(old, StatsdLogCounter):
+            error_log.removeFilter(old)
+    if client is not None:
+        error_log.addFilter(StatsdLogCounter(client))

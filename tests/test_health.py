@@ -1,0 +1,84 @@
+"""/-/live and /-/ready on the metrics address, from a real server."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+from test_metrics import get_status, metrics_base
+
+from django_prefork.conf import Config
+from django_prefork.metrics.master import MasterObserver
+from django_prefork.workers.loadboard import LoadBoard
+from server import running, wait_until
+
+
+def test_live_and_ready_while_serving() -> None:
+    with running("--metrics-bind", "127.0.0.1:0") as server:
+        base = metrics_base(server)
+        assert get_status(base, "/-/live") == 200
+        assert get_status(base, "/-/ready") == 200
+        assert get_status(base, "/-/live", method="HEAD") == 200
+        assert get_status(base, "/nope") == 404
+        assert get_status(base, "/-/ready", method="POST") == 405
+
+
+def test_ready_turns_503_on_graceful_stop_while_the_request_in_flight_completes(
+        tmp_path: Path) -> None:
+    mark = tmp_path / "mark"
+    with running("--metrics-bind", "127.0.0.1:0", "--graceful-timeout", "30") as server:
+        base = metrics_base(server)
+        assert get_status(base, "/-/ready") == 200
+        results: list[tuple[int, bytes]] = []
+
+        def slow() -> None:
+            status, _, body = server.get(f"/sleep?s=3&mark={mark}")
+            results.append((status, body))
+
+        client = threading.Thread(target=slow)
+        client.start()
+        try:
+            wait_until(mark.exists, timeout=20, message="the slow request running")
+            server.signal(signal.SIGTERM)
+            wait_until(lambda: get_status(base, "/-/ready") == 503, timeout=20,
+                       message="/-/ready answering 503 during the graceful stop")
+            # the master still runs and its worker is finishing the request: alive
+            assert get_status(base, "/-/live") == 200
+            assert not results, "the slow request must still be in flight"
+        finally:
+            client.join(30)
+        assert results and results[0][0] == 200, results
+        assert results[0][1].startswith(b"slept 3")
+        assert server.wait_exit(30) == 0
+
+
+class _Record:
+    def __init__(self, ready: bool) -> None:
+        self.ready = ready
+
+
+class _View:
+    """The arbiter as the observer sees it: its workers and listeners."""
+
+    def __init__(self) -> None:
+        self.workers: dict[int, _Record] = {}
+        self.listeners: list = []
+        self.generation = 0
+
+
+def test_live_and_ready_follow_the_workers_and_the_drain() -> None:
+    """The answers' logic, without waiting for a server to be caught between states: no
+    worker (all died, none back yet) means not live; a booting worker is live, not ready."""
+    view = _View()
+    observer = MasterObserver(Config(), LoadBoard().fd, None, view)
+    assert observer.respond("/-/live")[0] == 503
+    assert observer.respond("/-/ready")[0] == 503
+    view.workers[1] = _Record(ready=False)  # booting
+    assert observer.respond("/-/live")[0] == 200
+    assert observer.respond("/-/ready")[0] == 503
+    view.workers[1].ready = True
+    assert observer.respond("/-/ready")[0] == 200
+    observer.set_ready(False)  # graceful stop, WINCH, upgrade hand-over
+    assert observer.respond("/-/ready")[0] == 503
+    assert observer.respond("/-/live")[0] == 200
