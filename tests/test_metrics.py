@@ -265,3 +265,25 @@ def test_metrics_port_in_use_gives_one_line() -> None:
     errors = [line for line in result.stderr.splitlines() if "Could not bind" in line]
     assert len(errors) == 1, result.stderr
     assert f"127.0.0.1:{port}" in errors[0]
+
+
+def test_gthread_threads_count_exactly_under_concurrency() -> None:
+    """Each thread counts in a lane of its own: concurrent requests lose no count."""
+    with running("--metrics-bind", "127.0.0.1:0", "-k", "gthread", "--threads", "4") as server:
+        base = metrics_base(server)
+        statuses: list[int] = []
+
+        def client() -> None:
+            for _ in range(10):
+                statuses.append(server.get("/hello")[0])
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert statuses == [200] * 80
+        values = settled(base, 'prefork_requests_total{method="GET",status="200"}', 80)
+        assert values["prefork_connections_accepted_total"] == 80
+        assert values["prefork_response_bytes_total"] == 80 * len(b"Hello, world")
+        assert values["prefork_requests_in_flight"] == 0

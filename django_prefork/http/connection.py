@@ -376,7 +376,7 @@ class HTTPConnection:
         recorder = ctx.recorder
         start = time.time() if access_log is not None or recorder is not None else 0.0
         if recorder is not None:
-            recorder.request_started()
+            recorder = recorder.request_started()  # what counts this request's end
         keep = ctx.keepalive and head.keep_alive
         response = Response(self, head.method == "HEAD", head.version == "1.1", keep)
         result = None

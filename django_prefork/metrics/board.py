@@ -164,12 +164,14 @@ class MetricsBoard:
 
     # -- worker side -----------------------------------------------------------------------
     def join(self, pid: int) -> int | None:
-        """Claim a zeroed slot for `pid`; its first int's index, or None if all are taken."""
+        """Claim a free slot for `pid`, zeroed; its first word's index, or None if all are
+        taken. A worker may claim several (one per thread: recorder.py); the master folds
+        them all when it reaps the worker."""
         ints = self.ints
         with self._locked():
             for slot in range(SLOTS):
                 base = HEADER_INTS + slot * SLOT_INTS
-                if ints[base + PID] in (0, pid):
+                if not ints[base + PID]:
                     for i in range(base + 1, base + SLOT_INTS):
                         ints[i] = 0
                     ints[base + PID] = pid
@@ -183,29 +185,34 @@ class MetricsBoard:
         for slot in range(min(self.ints[1], SLOTS)):
             yield HEADER_INTS + slot * SLOT_INTS
 
-    def fold(self, pid: int) -> bool:
-        """A reaped worker: add its counts to the running totals and free its slot."""
+    def fold(self, pid: int) -> int:
+        """A reaped worker: add its counts to the running totals and free its slots; return
+        how many it held."""
         ints = self.ints
+        folded = 0
         with self._locked():
             for base in self._slots():
                 if ints[base + PID] == pid:
                     self.retired.add_slot(ints, self.floats, base)
                     for i in range(base, base + SLOT_INTS):
                         ints[i] = 0
-                    return True
-        return False
+                    folded += 1
+        return folded
 
     def totals(self) -> Totals:
         """Everything counted so far: reaped workers' counts plus the live slots."""
         totals = self.retired.copy()
         ints = self.ints
+        busy = set()
         for base in self._slots():
-            if ints[base + PID]:
+            pid = ints[base + PID]
+            if pid:
                 started = ints[base + STARTED]  # before the counts; a negative result is clamped
                 in_flight = started - totals.add_slot(ints, self.floats, base)
                 if in_flight > 0:
                     totals.in_flight += in_flight
-                    totals.busy_workers += 1
+                    busy.add(pid)
+        totals.busy_workers = len(busy)
         return totals
 
     def close(self) -> None:

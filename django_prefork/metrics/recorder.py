@@ -4,11 +4,13 @@ The HTTP core calls `request_started()` and `request_finished(...)` around every
 runs (http/connection.py, where the access log is written) and `connection_accepted()` for
 every connection it is given: one place for every worker class. The budget is 1 µs of CPU
 per request (docs/observability.md has the figures), so the calls are a few stores each:
-no allocation beyond Python's ints, no lock where only one thread records.
+no allocation beyond Python's ints, and no lock: every thread that records has a slot of
+its own.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from bisect import bisect_left
 from typing import Any
@@ -22,11 +24,14 @@ from .board import (
     LABELS,
     OVERFLOW_KEY,
     RESPONSE_BYTES,
+    SLOTS,
     STARTED,
     MetricsBoard,
     label_key,
 )
 from .statsd import StatsdClient, count_log_records
+
+log = logging.getLogger("django_prefork.error")
 
 #: Most (method, status line) pairs a worker remembers the board block of; past that the
 #: block is looked up again each time (a status line is the app's free text).
@@ -34,10 +39,11 @@ _MAX_REMEMBERED = 512
 
 
 class RequestRecorder:
-    """Counts into one slot of the metrics board, and/or sends StatsD; never raises."""
+    """Counts into one slot of the metrics board (one thread: sync, gevent, or one thread of
+    a gthread worker), and/or sends StatsD; never raises."""
 
     def __init__(self, board: MetricsBoard | None, base: int | None,
-                 statsd: StatsdClient | None, multithread: bool) -> None:
+                 statsd: StatsdClient | None) -> None:
         self.board = board
         on_board = board is not None and base is not None
         self._ints: Any = board.ints if on_board else None  # type: ignore[union-attr]
@@ -51,26 +57,19 @@ class RequestRecorder:
         self.statsd = statsd
         #: (method, status line) -> index of the block's first bucket count
         self._blocks: dict[tuple[str, str], int] = {}
-        # Threads of one gthread worker share the slot: `+=` on the board is a read and a
-        # write, which two threads could interleave. Greenlets and the sync worker cannot.
-        self._lock = threading.Lock() if multithread and on_board else None
-        if self._lock is not None:
-            self._acquire = self._lock.acquire
-            self._release = self._lock.release
-            self.connection_accepted = self._locked_accepted  # type: ignore[method-assign]
-            self.request_started = self._locked_started  # type: ignore[method-assign]
-            self.request_finished = self._locked_finished  # type: ignore[method-assign]
 
-    # -- one thread (sync, gevent) ---------------------------------------------------------
     def connection_accepted(self) -> None:
         ints = self._ints
         if ints is not None:
             ints[self._accepted] += 1
 
-    def request_started(self) -> None:
+    def request_started(self) -> RequestRecorder:
+        """A request begins; call `request_finished` on what this returns (the slot it
+        counts in: this one)."""
         ints = self._ints
         if ints is not None:
             ints[self._started] += 1
+        return self
 
     def request_finished(self, method: str, status: str, sent: int, seconds: float) -> None:
         """One request done: `status` is the status line ("200 OK"), `sent` the body bytes."""
@@ -80,37 +79,6 @@ class RequestRecorder:
             ints[block + bisect_left(BUCKETS, seconds)] += 1
             ints[self._bytes] += sent
             self._floats[self._duration] += seconds
-        if self.statsd is not None:
-            self.statsd.request(status, seconds)
-
-    # -- threads (gthread) -----------------------------------------------------------------
-    # acquire()/release() rather than `with`: two C calls, no context-manager protocol (the
-    # lock is most of a gthread worker's cost per request, docs/observability.md).
-    def _locked_accepted(self) -> None:
-        self._acquire()
-        try:
-            self._ints[self._accepted] += 1
-        finally:
-            self._release()
-
-    def _locked_started(self) -> None:
-        self._acquire()
-        try:
-            self._ints[self._started] += 1
-        finally:
-            self._release()
-
-    def _locked_finished(self, method: str, status: str, sent: int, seconds: float) -> None:
-        ints = self._ints
-        bucket = bisect_left(BUCKETS, seconds)
-        self._acquire()
-        try:
-            block = self._blocks.get((method, status)) or self._block_for(method, status)
-            ints[block + bucket] += 1
-            ints[self._bytes] += sent
-            self._floats[self._duration] += seconds
-        finally:
-            self._release()
         if self.statsd is not None:
             self.statsd.request(status, seconds)
 
@@ -136,8 +104,67 @@ class RequestRecorder:
         return block + 1
 
 
+class _LockedLane(RequestRecorder):
+    """A slot several threads share (when the board has no slot left for one of its own):
+    `+=` on the board is a read and a write, which two threads could interleave."""
+
+    def __init__(self, board: MetricsBoard, base: int, statsd: StatsdClient | None) -> None:
+        super().__init__(board, base, statsd)
+        self._lock = threading.Lock()
+
+    def connection_accepted(self) -> None:
+        with self._lock:
+            super().connection_accepted()
+
+    def request_started(self) -> RequestRecorder:
+        with self._lock:
+            super().request_started()
+        return self
+
+    def request_finished(self, method: str, status: str, sent: int, seconds: float) -> None:
+        with self._lock:  # (the StatsD send too: it never waits, the socket is non-blocking)
+            super().request_finished(method, status, sent, seconds)
+
+
+class ThreadedRecorder:
+    """The recorder of a gthread worker: each thread counts into a slot of its own (a lane,
+    claimed on its first call), so no thread waits for a lock; the master sums the slots of
+    a pid as one worker's. A thread finding no free slot shares a locked one."""
+
+    def __init__(self, board: MetricsBoard, pid: int, shared_base: int,
+                 statsd: StatsdClient | None) -> None:
+        self.board = board
+        self.pid = pid
+        self.statsd = statsd
+        self._shared = _LockedLane(board, shared_base, statsd)
+        self._local = threading.local()
+
+    def _lane(self) -> RequestRecorder:
+        base = self.board.join(self.pid)
+        lane = RequestRecorder(self.board, base, self.statsd) if base is not None else (
+            self._shared)
+        self._local.lane = lane
+        return lane
+
+    def connection_accepted(self) -> None:
+        try:
+            lane = self._local.lane
+        except AttributeError:
+            lane = self._lane()
+        lane.connection_accepted()
+
+    def request_started(self) -> RequestRecorder:
+        """Count the start in this thread's lane and return the lane, which the HTTP core
+        then tells of the end: the lane is looked up once per request, not twice."""
+        try:
+            lane = self._local.lane
+        except AttributeError:
+            lane = self._lane()
+        return lane.request_started()
+
+
 def make_recorder(cfg: Any, board_fd: int | None, pid: int,
-                  multithread: bool) -> RequestRecorder | None:
+                  multithread: bool) -> RequestRecorder | ThreadedRecorder | None:
     """The recorder a worker's HTTP core should use, or None when nothing is measured.
 
     `board_fd` is the load board's descriptor, at whose end the master placed the metrics
@@ -145,10 +172,14 @@ def make_recorder(cfg: Any, board_fd: int | None, pid: int,
     """
     board = MetricsBoard.attach(board_fd) if board_fd is not None else None
     base = board.join(pid) if board is not None else None
+    if board is not None and base is None:
+        log.warning("Metrics board full (%s slots): worker %s is not counted", SLOTS, pid)
     statsd = StatsdClient.from_config(cfg)
     count_log_records(statsd)
-    if base is None and statsd is None:
+    if board is None or base is None:
         if board is not None:
             board.close()
-        return None
-    return RequestRecorder(board, base, statsd, multithread)
+        return RequestRecorder(None, None, statsd) if statsd is not None else None
+    if multithread:
+        return ThreadedRecorder(board, pid, base, statsd)
+    return RequestRecorder(board, base, statsd)
