@@ -94,7 +94,7 @@ class Totals:
     in_flight: int = 0
     busy_workers: int = 0
 
-    def add_slot(self, ints: memoryview, floats: memoryview, base: int) -> int:
+    def add_slot(self, ints: memoryview[int], floats: memoryview[float], base: int) -> int:
         """Add one slot's counters; return how many requests it counted."""
         self.accepted += ints[base + ACCEPTED]
         self.response_bytes += ints[base + RESPONSE_BYTES]

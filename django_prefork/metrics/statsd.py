@@ -25,6 +25,8 @@ class StatsdClient:
     """A connected, non-blocking datagram socket and the metric lines we send through it."""
 
     def __init__(self, address: str, prefix: str = "", tags: str = "") -> None:
+        family: int
+        target: str | tuple[str, int]
         if address.startswith("unix:"):
             family, target = socket.AF_UNIX, address[len("unix:"):]
         else:
