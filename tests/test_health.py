@@ -6,9 +6,11 @@ import signal
 import threading
 from pathlib import Path
 
-from test_metrics import get_status, metrics_base
+from test_metrics import get_status, metrics_base, settled
 
 from django_prefork.conf import Config
+from django_prefork.metrics.board import MetricsBoard
+from django_prefork.metrics.health import MainBindHealth
 from django_prefork.metrics.master import MasterObserver
 from django_prefork.workers.loadboard import LoadBoard
 from server import running, wait_until
@@ -82,3 +84,33 @@ def test_live_and_ready_follow_the_workers_and_the_drain() -> None:
     observer.set_ready(False)  # graceful stop, WINCH, upgrade hand-over
     assert observer.respond("/-/ready")[0] == 503
     assert observer.respond("/-/live")[0] == 200
+
+
+def test_health_paths_on_the_main_bind_are_answered_before_django() -> None:
+    with running("--health-on-main-bind", "--metrics-bind", "127.0.0.1:0") as server:
+        base = metrics_base(server)
+        status, headers, body = server.get("/-/live")
+        assert (status, body) == (200, b"live\n")
+        assert headers["connection"] == "close"
+        assert server.get("/-/ready?probe=1")[:3:2] == (200, b"ready\n")
+        assert server.request("HEAD", "/-/ready")[0] == 200
+        assert server.request("POST", "/-/live", body=b"x")[0] == 405
+        assert server.get("/hello")[0] == 200
+        values = settled(base, "prefork_request_duration_seconds_count", 1)
+        assert values['prefork_requests_total{method="GET",status="200"}'] == 1  # not probes
+
+
+def test_without_the_setting_the_paths_reach_django() -> None:
+    with running() as server:
+        assert server.get("/-/live")[0] == 404  # the test project has no such URL
+
+
+def test_ready_on_the_main_bind_follows_the_master() -> None:
+    board = MetricsBoard.create(LoadBoard().fd)
+    check = MainBindHealth(board).check
+    assert check("GET", "/hello") is None
+    assert check("GET", "/-/ready").startswith(b"HTTP/1.1 200 OK\r\n")
+    board.set_ready(False)  # what MasterObserver.set_ready(False) does
+    assert check("GET", "/-/ready").startswith(b"HTTP/1.1 503 ")
+    assert check("GET", "/-/live").startswith(b"HTTP/1.1 200 OK\r\n")
+    assert check("HEAD", "/-/ready").endswith(b"\r\n\r\n")

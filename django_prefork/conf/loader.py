@@ -233,6 +233,7 @@ class Config:
     forwarded_allow_ips: list[str]
     secure_scheme_headers: dict[str, str]
     metrics_bind: str | None
+    health_on_main_bind: bool
     statsd_host: str | None
     statsd_prefix: str
     dogstatsd_tags: str

@@ -232,6 +232,12 @@ OBSERVABILITY_SETTINGS: tuple[Setting, ...] = (
         metavar="HOST:PORT",
     ),
     Setting(
+        "health_on_main_bind", ("--health-on-main-bind",), False, BoolRule(), "Observability",
+        "Also answer GET /-/live and /-/ready on the main bind, before Django (off: they "
+        "reach the application like any path).",
+        action="store_true",
+    ),
+    Setting(
         "statsd_host", ("--statsd-host",), None, StatsdHostRule(), "Observability",
         "Send StatsD metrics (gunicorn's names) to HOST:PORT over UDP, or to unix:PATH; "
         "not set = off.",

@@ -71,11 +71,15 @@ class ServerContext:
         base_environ: dict[str, Any] | None = None,
         recv_first: bool = False,
         recorder: Any = None,
+        health_check: Any = None,
     ) -> None:
         self.app = app
         #: Metrics/StatsD (django_prefork.metrics.recorder.RequestRecorder), None when off:
         #: told of every connection and every request run here, for every worker class.
         self.recorder = recorder
+        #: `(method, target) -> response bytes or None`: /-/live and /-/ready answered
+        #: before the app (django_prefork.metrics.health), None when off.
+        self.health_check = health_check
         #: The workers' sockets are OS sockets in blocking mode (timeouts set in the kernel):
         #: a head is first read with MSG_DONTWAIT, without switching the socket to timeout
         #: mode (see HTTPConnection._read_head). Not for gevent's cooperative sockets.
@@ -221,6 +225,11 @@ class HTTPConnection:
             head = self._read_head()
             if head is None:
                 return False  # EOF or idle timeout before a request
+            if ctx.health_check is not None:
+                answer = ctx.health_check(head.method, head.target)
+                if answer is not None:
+                    self._send_quietly(answer)
+                    return False
             environ = self._prepare(head)
         except HTTPError as exc:
             self._refuse(exc)

@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 SLOTS = 256
 MAGIC = 0x70726566_6F726B31  # "prefork1"
 HEADER_INTS = 8
+#: Header word the master sets to 0 when it stops taking traffic (/-/ready on the main
+#: bind reads it in the workers: health.py).
+READY = 2
 #: Upper bounds of the request duration histogram, in seconds (1 ms .. 60 s), then +Inf.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
            30.0, 60.0)
@@ -139,6 +142,7 @@ class MetricsBoard:
         os.ftruncate(fd, offset + REGION_BYTES)
         board = cls(fd, offset)
         board.ints[0] = MAGIC
+        board.ints[READY] = 1
         return board
 
     @classmethod
@@ -181,6 +185,12 @@ class MetricsBoard:
         return None
 
     # -- master side -----------------------------------------------------------------------
+    def set_ready(self, ready: bool) -> None:
+        self.ints[READY] = 1 if ready else 0
+
+    def ready(self) -> bool:
+        return bool(self.ints[READY])
+
     def _slots(self) -> Iterator[int]:
         for slot in range(min(self.ints[1], SLOTS)):
             yield HEADER_INTS + slot * SLOT_INTS

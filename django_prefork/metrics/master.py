@@ -92,7 +92,9 @@ class MasterObserver:
     def __init__(self, cfg: Any, board_fd: int, listener: Listener | None,
                  server: ServerView) -> None:
         self.server = server
-        self.board = MetricsBoard.create(board_fd) if listener is not None else None
+        # The board also carries readiness to the workers for /-/ready on the main bind.
+        wanted = listener is not None or getattr(cfg, "health_on_main_bind", False)
+        self.board = MetricsBoard.create(board_fd) if wanted else None
         self.endpoint = MetricsEndpoint(listener, self.respond) if listener else None
         self.statsd = StatsdClient.from_config(cfg)
         count_log_records(self.statsd)
@@ -145,6 +147,8 @@ class MasterObserver:
         """/-/ready answers 503 once this is False: for a graceful stop, WINCH or an upgrade
         hand-over, so load balancers stop sending before connections close."""
         self.accepting_traffic = ready
+        if self.board is not None:
+            self.board.set_ready(ready)
 
     def close(self) -> None:
         if self.endpoint is not None:
