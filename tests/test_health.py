@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from pathlib import Path
@@ -11,7 +12,7 @@ from test_metrics import get_status, metrics_base, settled
 from django_prefork.conf import Config
 from django_prefork.metrics.board import MetricsBoard
 from django_prefork.metrics.health import MainBindHealth
-from django_prefork.metrics.master import MasterObserver
+from django_prefork.metrics.master import MasterObserver, open_metrics_listener
 from django_prefork.workers.loadboard import LoadBoard
 from server import running, wait_until
 
@@ -114,3 +115,18 @@ def test_ready_on_the_main_bind_follows_the_master() -> None:
     assert check("GET", "/-/ready").startswith(b"HTTP/1.1 503 ")
     assert check("GET", "/-/live").startswith(b"HTTP/1.1 200 OK\r\n")
     assert check("HEAD", "/-/ready").endswith(b"\r\n\r\n")
+
+
+def test_an_upgraded_master_adopts_the_old_masters_metrics_socket() -> None:
+    """The old master still holds the port during a hand-over: the new one must take the
+    socket it is given rather than bind again (which would fail)."""
+    old = MasterObserver(Config(), LoadBoard().fd, open_metrics_listener(
+        Config.from_dict({"metrics_bind": "127.0.0.1:0"})), _View())
+    fd = old.listener_fd()
+    assert fd is not None
+    cfg = Config.from_dict({"metrics_bind": old.url().removeprefix("http://")[:-len("/metrics")]})
+    adopted = open_metrics_listener(cfg, inherited_fd=os.dup(fd))
+    assert adopted is not None and adopted.url() + "/metrics" == old.url()
+    adopted.close()
+    old.close()
+    assert MasterObserver(Config(), LoadBoard().fd, None, _View()).listener_fd() is None

@@ -78,10 +78,17 @@ def listen_queue(listener: Listener) -> int | None:
     return int(struct.unpack_from("=I", info, _UNACKED_OFFSET)[0])
 
 
-def open_metrics_listener(cfg: Any) -> Listener | None:
-    """Bind the metrics address (None when metrics are off); raises BindError."""
+def open_metrics_listener(cfg: Any, inherited_fd: int | None = None) -> Listener | None:
+    """Bind the metrics address (None when metrics are off); raises BindError.
+
+    `inherited_fd`: the old master's metrics socket during an upgrade hand-over
+    (`MasterObserver.listener_fd()`), adopted instead of bound again: the old master still
+    holds the port, so a new bind would fail.
+    """
     if not getattr(cfg, "metrics_bind", None):
         return None
+    if inherited_fd is not None:
+        return Listener(socket.socket(fileno=inherited_fd), cfg.metrics_bind)
     from django_prefork.conf import parse_bind
     from django_prefork.server.sockets import create_listeners
 
@@ -154,6 +161,11 @@ class MasterObserver:
         if self.endpoint is not None:
             self.endpoint.close()
             self.endpoint = None
+
+    def listener_fd(self) -> int | None:
+        """The metrics socket's fd, for an upgrade to hand to the new master (mark it
+        inheritable first); None when metrics are off."""
+        return self.endpoint.sock.fileno() if self.endpoint is not None else None
 
     def close_in_child(self) -> None:
         """In a worker forked from the master: let go of the endpoint's sockets, so that the
