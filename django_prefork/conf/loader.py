@@ -234,6 +234,11 @@ class Config:
     header_map: str
     forwarded_allow_ips: list[str]
     secure_scheme_headers: dict[str, str]
+    metrics_bind: str | None
+    health_on_main_bind: bool
+    statsd_host: str | None
+    statsd_prefix: str
+    dogstatsd_tags: str
 
     def __init__(self, values: Mapping[str, Any] | None = None,
                  sources: Mapping[str, str] | None = None) -> None:

@@ -19,7 +19,9 @@ from .validators import (
     HeadersRule,
     IntRule,
     Invalid,
+    StatsdHostRule,
     StrRule,
+    TcpAddressRule,
     UmaskRule,
     WorkerClassRule,
 )
@@ -72,7 +74,7 @@ def _port_env(text: str) -> list[str]:
 
 
 SECTIONS = ("Server socket", "Worker processes", "Server mechanics", "Logging",
-            "Request limits", "Proxies")
+            "Request limits", "Proxies", "Observability")
 
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -228,6 +230,40 @@ SETTINGS: tuple[Setting, ...] = (
         "Headers and values that, from a trusted proxy, mark a request as HTTPS.",
     ),
 )
+
+OBSERVABILITY_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "metrics_bind", ("--metrics-bind",), None, TcpAddressRule(), "Observability",
+        "Serve Prometheus metrics (/metrics) and health checks (/-/live, /-/ready) from the "
+        "master at this HOST:PORT (port 0 = any free port); not set = off.",
+        metavar="HOST:PORT",
+    ),
+    Setting(
+        "health_on_main_bind", ("--health-on-main-bind",), False, BoolRule(), "Observability",
+        "Also answer GET /-/live and /-/ready on the main bind, before Django (off: they "
+        "reach the application like any path).",
+        action="store_true",
+    ),
+    Setting(
+        "statsd_host", ("--statsd-host",), None, StatsdHostRule(), "Observability",
+        "Send StatsD metrics (gunicorn's names) to HOST:PORT over UDP, or to unix:PATH; "
+        "not set = off.",
+        metavar="ADDRESS",
+    ),
+    Setting(
+        "statsd_prefix", ("--statsd-prefix",), "", StrRule(hint="a name like myapp"),
+        "Observability",
+        "Prefix for every StatsD metric name (a dot is added), e.g. myapp.gunicorn.requests.",
+        metavar="STRING",
+    ),
+    Setting(
+        "dogstatsd_tags", ("--dogstatsd-tags",), "", StrRule(hint="tags like env:prod,app:x"),
+        "Observability",
+        "Comma-separated DogStatsD tags added to every StatsD metric (key:value,...).",
+        metavar="TAGS",
+    ),
+)
+SETTINGS = SETTINGS + OBSERVABILITY_SETTINGS
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

@@ -284,3 +284,64 @@ class HeadersRule:
                               f"{_type_name(val)}", to=self.TO)
             out[name.strip().upper()] = val
         return out
+
+
+class TcpAddressRule:
+    """One TCP ``HOST:PORT`` (port 0 allowed) or None: the metrics endpoint's address.
+
+    Parsed like ``--bind`` (same messages); unix sockets and inherited fds are refused,
+    since a Prometheus scraper or a Kubernetes probe speaks TCP.
+    """
+
+    TO = "an address like 127.0.0.1:9100 or [::1]:9100 (or leave it unset)"
+
+    def describe(self) -> str:
+        return "HOST:PORT or None"
+
+    def __call__(self, value: Any, strings: bool) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str):
+            raise Invalid(f"must be a string or None, not {_type_name(value)}", to=self.TO)
+        try:
+            spec = parse_bind(value)
+        except ValueError as exc:
+            raise Invalid(str(exc), to=self.TO) from None
+        if spec.kind != "tcp":
+            raise Invalid(f"{value!r} is not a TCP address", to=self.TO)
+        return str(spec)
+
+
+class StatsdHostRule:
+    """Where StatsD datagrams go: ``HOST:PORT`` (UDP) or ``unix:PATH`` (a datagram socket),
+    as gunicorn's ``--statsd-host``; None = off."""
+
+    TO = "an address like localhost:8125 or unix:/run/statsd.sock (or leave it unset)"
+
+    def describe(self) -> str:
+        return "HOST:PORT, unix:PATH or None"
+
+    def __call__(self, value: Any, strings: bool) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str):
+            raise Invalid(f"must be a string or None, not {_type_name(value)}", to=self.TO)
+        text = value.strip()
+        if text.startswith("unix:"):
+            path = text[len("unix:"):]
+            if not path or "\0" in path:
+                raise Invalid(f"{value!r} has no usable unix socket path", to=self.TO)
+            return text
+        has_port = "]:" in text if text.startswith("[") else text.count(":") == 1
+        if not has_port:
+            raise Invalid(f"{value!r} has no port (StatsD listens on 8125 by default)",
+                          to=self.TO)
+        try:
+            spec = parse_bind(text)
+        except ValueError as exc:
+            raise Invalid(str(exc).replace("bind address", "StatsD address"),
+                          to=self.TO) from None
+        if spec.kind != "tcp" or spec.port == 0:
+            raise Invalid(f"{value!r} is not a HOST:PORT address with a port above 0",
+                          to=self.TO)
+        return str(spec)

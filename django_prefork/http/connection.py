@@ -70,8 +70,16 @@ class ServerContext:
         keepalive: bool = False,
         base_environ: dict[str, Any] | None = None,
         recv_first: bool = False,
+        recorder: Any = None,
+        health_check: Any = None,
     ) -> None:
         self.app = app
+        #: Metrics/StatsD (django_prefork.metrics.recorder.RequestRecorder), None when off:
+        #: told of every connection and every request run here, for every worker class.
+        self.recorder = recorder
+        #: `(method, target) -> response bytes or None`: /-/live and /-/ready answered
+        #: before the app (django_prefork.metrics.health), None when off.
+        self.health_check = health_check
         #: The workers' sockets are OS sockets in blocking mode (timeouts set in the kernel):
         #: a head is first read with MSG_DONTWAIT, without switching the socket to timeout
         #: mode (see HTTPConnection._read_head). Not for gevent's cooperative sockets.
@@ -204,6 +212,8 @@ class HTTPConnection:
             base["REMOTE_ADDR"] = client_addr or ""
             base["REMOTE_PORT"] = ""
         self._base = base
+        if ctx.recorder is not None:
+            ctx.recorder.connection_accepted()
 
     # -- the request cycle ------------------------------------------------------------------
 
@@ -215,6 +225,11 @@ class HTTPConnection:
             head = self._read_head()
             if head is None:
                 return False  # EOF or idle timeout before a request
+            if ctx.health_check is not None:
+                answer = ctx.health_check(head.method, head.target)
+                if answer is not None:
+                    self._send_quietly(answer)
+                    return False
             environ = self._prepare(head)
         except HTTPError as exc:
             self._refuse(exc)
@@ -367,7 +382,10 @@ class HTTPConnection:
         """Call the application and send its response; the iterable is always closed."""
         ctx = self.ctx
         access_log = ctx.access_log
-        start = time.time() if access_log is not None else 0.0
+        recorder = ctx.recorder
+        start = time.time() if access_log is not None or recorder is not None else 0.0
+        if recorder is not None:
+            recorder = recorder.request_started()  # what counts this request's end
         keep = ctx.keepalive and head.keep_alive
         response = Response(self, head.method == "HEAD", head.version == "1.1", keep)
         result = None
@@ -405,14 +423,17 @@ class HTTPConnection:
                             "Error closing the response of %s", self.request_line
                         )
                         ok = False
-        if access_log is not None:
-            try:
-                access_log.log(
-                    environ, response.status or "500 Internal Server Error", response.headers,
-                    response.sent, time.time() - start,
-                )  # fmt: skip
-            except Exception:
-                ctx.error_log.exception("Access log failed")
+        if access_log is not None or recorder is not None:
+            elapsed = time.time() - start
+            status = response.status or "500 Internal Server Error"
+            if recorder is not None:
+                recorder.request_finished(head.method, status, response.sent,
+                                          elapsed if elapsed > 0 else 0.0)
+            if access_log is not None:
+                try:
+                    access_log.log(environ, status, response.headers, response.sent, elapsed)
+                except Exception:
+                    ctx.error_log.exception("Access log failed")
         # Not `ctx.draining` here: the head already said whether the connection stays open
         # (response.keep_alive is final once the head is built, and takes the drain into
         # account then). A drain that began since must not close a connection we promised

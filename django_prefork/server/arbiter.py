@@ -16,7 +16,6 @@ import errno
 import json
 import logging
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from typing import Any
 from django_prefork.conf import Config, ConfigError, parse_bind
 from django_prefork.logging import LoggingSetupError
 from django_prefork.server.notify import Notifier
+from django_prefork.metrics.master import MasterObserver, exit_reason
 from django_prefork.server.pidfile import Pidfile
 from django_prefork.server.signals import StraySignals, in_terminal_foreground
 from django_prefork.server.sockets import BindError, Listener, create_listeners
@@ -92,6 +92,7 @@ class Arbiter:
         *,
         cli_overrides: dict[str, Any] | None = None,
         app: Any = None,
+        metrics_listener: Listener | None = None,
     ) -> None:
         self.cfg = cfg
         self.listeners = listeners
@@ -116,6 +117,9 @@ class Arbiter:
         self.notifier = Notifier()
         self.upgrade = BinaryUpgrade(self.notifier)
         self.stray_signals = StraySignals()
+        # Metrics, health, StatsD (django_prefork.metrics): the counters live past the load
+        # board in its shared file; the endpoint is served by wait_for_wakeup's select.
+        self.observer = MasterObserver(cfg, self.board.fd, metrics_listener, self)
         self._pipe_r, self._pipe_w = os.pipe()
         for fd in (self._pipe_r, self._pipe_w):
             os.set_blocking(fd, False)
@@ -174,7 +178,7 @@ class Arbiter:
         if self.signal_queue:
             return
         try:
-            ready, _, _ = select.select([self._pipe_r], [], [], timeout)
+            ready = self.observer.select([self._pipe_r], timeout)
         except OSError as exc:
             if exc.errno != errno.EINTR:
                 raise
@@ -232,6 +236,8 @@ class Arbiter:
             self.board.forget(pid)
             self._log_exit(record, status)
             code = os.waitstatus_to_exitcode(status)
+            self.observer.worker_exited(
+                pid, None if self.stopping else exit_reason(record, self.generation, code))
             if code == WORKER_BOOT_ERROR and not record.ready:
                 self._on_boot_failure(record.generation)
 
@@ -385,6 +391,7 @@ class Arbiter:
             record.heartbeat.close()
         for zygote in self.zygotes.values():
             zygote.close_control()
+        self.observer.close_in_child()
         return run_worker_in_child(cfg=self.cfg, listeners=self.listeners, heartbeat=heartbeat,
                                    age=age, ppid=self.pid, app=self.app, board=self.board)
 
@@ -458,6 +465,7 @@ class Arbiter:
         """Close the listeners, stop every worker (gracefully or not), clean up."""
         self.stopping = True
         self.upgrade.notify_stop()
+        self.observer.set_ready(False)  # load balancers stop sending before we close
         for listener in self.listeners:
             listener.close()
         for zygote in self.zygotes.values():
@@ -470,7 +478,7 @@ class Arbiter:
         while self.workers and time.monotonic() < deadline:
             self.reap_workers_quietly()
             if self.workers:
-                time.sleep(0.05)
+                self.observer.wait(0.05)  # still answering /-/ready (503) and /metrics
         for pid in list(self.workers):
             log.warning("Worker %s did not stop in time: killing it", pid)
             self._kill(pid, signal.SIGKILL)
@@ -478,6 +486,7 @@ class Arbiter:
         while self.workers and time.monotonic() < end:
             self.reap_workers_quietly()
             time.sleep(0.02)
+        self.observer.close()
         if self.pidfile is not None:
             self.pidfile.unlink()
         log.info("Shutting down: master (pid: %s)", self.pid)

@@ -100,6 +100,8 @@ class Worker:
 
     def make_context(self) -> ServerContext:
         from django_prefork.logging import make_access_logger
+        from django_prefork.metrics.health import make_health_check
+        from django_prefork.metrics.recorder import make_recorder
 
         return ServerContext(
             self.app,
@@ -110,6 +112,8 @@ class Worker:
             multiprocess=True,
             keepalive=self.keepalive,
             recv_first=self.blocking_sockets,
+            recorder=make_recorder(self.cfg, self.board.fd, self.pid, self.multithread),
+            health_check=make_health_check(self.cfg, self.board.fd),
         )
 
     def set_process_title(self) -> None:

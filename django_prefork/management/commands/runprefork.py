@@ -154,6 +154,7 @@ class Command(BaseCommand):
         from django.db import connections
 
         from django_prefork.logging import LoggingSetupError, configure_logging
+        from django_prefork.metrics.master import open_metrics_listener
         from django_prefork.server.arbiter import Arbiter
         from django_prefork.server.pidfile import PidfileError
         from django_prefork.server.sockets import (
@@ -182,19 +183,21 @@ class Command(BaseCommand):
             # A new master of a binary upgrade (USR2) serves its old master's sockets.
             listeners = inherited_listeners() or systemd_listeners() or create_listeners(
                 [parse_bind(b) for b in cfg.bind], cfg.backlog, umask=cfg.umask)
+            metrics_listener = open_metrics_listener(cfg)
         except BindError as exc:
             raise CommandError(str(exc)) from None
         # Children must not share the master's database connections.
         connections.close_all()
-        self.print_banner(cfg, listeners)
+        self.print_banner(cfg, listeners, metrics_listener)
         try:
-            status = Arbiter(cfg, listeners, cli_overrides=cli, app=app).run()
+            status = Arbiter(cfg, listeners, cli_overrides=cli, app=app,
+                             metrics_listener=metrics_listener).run()
         except PidfileError as exc:  # another master took the pidfile since startup_problems
             raise CommandError(f"--pid (PIDFILE): {exc}", returncode=EXIT_STARTUP_ERROR) from None
         if status:
             sys.exit(status)
 
-    def print_banner(self, cfg: Config, listeners: list) -> None:
+    def print_banner(self, cfg: Config, listeners: list, metrics_listener: Any = None) -> None:
         import logging
 
         from django_prefork.logging import ERROR_LOGGER
@@ -210,6 +213,7 @@ class Command(BaseCommand):
             logging.getLogger(ERROR_LOGGER).info("Listening at: %s (pid %s)", listener.url(),
                                                  os.getpid())
         lines = [
+            *([f"Metrics at: {metrics_listener.url()}/metrics"] if metrics_listener else []),
             f"Using worker: {worker_class}, {cfg.workers} "
             f"worker{'s' if cfg.workers != 1 else ''}"
             + (f", {cfg.threads} threads each" if worker_class == "gthread" else "")
