@@ -25,8 +25,8 @@ from typing import Any
 
 from django_prefork.conf import Config, ConfigError, parse_bind
 from django_prefork.logging import LoggingSetupError
-from django_prefork.server.notify import Notifier
 from django_prefork.metrics.master import MasterObserver, exit_reason
+from django_prefork.server.notify import Notifier
 from django_prefork.server.pidfile import Pidfile
 from django_prefork.server.signals import StraySignals, in_terminal_foreground
 from django_prefork.server.sockets import BindError, Listener, create_listeners
