@@ -56,8 +56,16 @@ def start_command() -> list[str]:
     return [sys.executable, *argv[1:]]
 
 
+def old_master_pid() -> int | None:
+    """The old master this process is the new master of (USR2), read without consuming it."""
+    return _parse_old_master(os.environ.get(OLD_MASTER_ENV_VAR))
+
+
 def _old_master_from_environ() -> int | None:
-    value = os.environ.pop(OLD_MASTER_ENV_VAR, None)
+    return _parse_old_master(os.environ.pop(OLD_MASTER_ENV_VAR, None))
+
+
+def _parse_old_master(value: str | None) -> int | None:
     if not value:
         return None
     try:

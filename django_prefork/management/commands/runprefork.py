@@ -232,6 +232,7 @@ def startup_problems(cfg: Config) -> list[str]:
     file must be writable, or its directory must be (nothing is created here).
     """
     from django_prefork.server.pidfile import Pidfile
+    from django_prefork.server.upgrade import old_master_pid
 
     problems: list[str] = []
     for label, path in (("--error-logfile (ERRORLOG)", cfg.errorlog),
@@ -252,7 +253,8 @@ def startup_problems(cfg: Config) -> list[str]:
         elif not os.access(directory, os.W_OK | os.X_OK):
             problems.append(f"{where}: the directory {directory} is not writable by this user. "
                             "Fix: choose a directory this user may write to.")
-        elif owner is not None and owner != os.getpid():
+        elif owner is not None and owner not in (os.getpid(), old_master_pid()):
+            # (The old master of a USR2 upgrade owns it until it stops: we write PIDFILE.2.)
             problems.append(f"{where} names process {owner}, which is running: another server "
                             "owns this pidfile. Fix: stop that server, or choose another path.")
     return problems
