@@ -349,7 +349,7 @@ def test_gthread_runs_requests_concurrently():
 
 def test_sync_with_threads_is_gthread():
     from django_prefork.conf import Config, load_config
-    from django_prefork.workers.base import worker_class_for
+    from django_prefork.workers import worker_class_for
     from django_prefork.workers.gthread import ThreadWorker
     from django_prefork.workers.sync import SyncWorker
 

@@ -16,10 +16,14 @@ import struct
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from django_prefork.http.connection import ServerContext
 from django_prefork.server.sockets import Listener
+from django_prefork.workers import worker_class_for
+from django_prefork.workers.accept import AcceptPolicy
+from django_prefork.workers.drain import Drain, close_listener_copy
 from django_prefork.workers.heartbeat import Heartbeat
 from django_prefork.workers.loadboard import LoadBoard
 
@@ -73,6 +77,12 @@ class Worker:
         self.reopen_logs_requested = False
         self._next_housekeeping = 0.0
         self.ctx: ServerContext | None = None
+        #: Every accept() of every class goes through it (workers/accept.py).
+        self.accept_policy = AcceptPolicy()
+        #: Set once the worker stops accepting new work (workers/drain.py).
+        self.drain: Drain | None = None
+        # Beat at least twice per timeout so a healthy idle worker is never killed.
+        self.poll_interval = min(1.0, cfg.timeout / 2) if cfg.timeout else 1.0
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -132,6 +142,14 @@ class Worker:
         self.heartbeat.beat()
         self.handle_pending_work()
         return self.parent_alive()
+
+    def begin_drain(self, close: Callable[[Listener], None] = close_listener_copy) -> Drain:
+        """Stop accepting new work and start the drain protocol (workers/drain.py)."""
+        self.stop_accepting()
+        if self.drain is None:
+            self.drain = Drain(self.listeners, self.cfg.graceful_timeout, self.cfg.backlog,
+                               self.accept_policy, close)
+        return self.drain
 
     def housekeeping_now(self) -> None:
         """Idle or woken by a signal: look after ourselves on the next turn."""
@@ -229,34 +247,6 @@ def set_process_title(role: str, cfg: Any) -> None:
         return
     name = cfg.proc_name or "django-prefork"
     setproctitle(f"{name}: {role}")
-
-
-def resolve_worker_class(name: str, cfg: Any = None) -> str:
-    """The class that really runs: `sync` with `threads` > 1 is gthread (as gunicorn)."""
-    if name == "sync" and cfg is not None and getattr(cfg, "threads", 1) > 1:
-        return "gthread"
-    return name
-
-
-def worker_class_for(name: str, cfg: Any = None) -> type[Worker]:
-    """Import only the chosen class, so the sync worker never imports gevent.
-
-    Pass the config so that `sync` with `threads` > 1 gives the gthread worker.
-    """
-    name = resolve_worker_class(name, cfg)
-    if name == "sync":
-        from django_prefork.workers.sync import SyncWorker
-
-        return SyncWorker
-    if name == "gthread":
-        from django_prefork.workers.gthread import ThreadWorker
-
-        return ThreadWorker
-    if name == "gevent":
-        from django_prefork.workers.ggevent import GeventWorker
-
-        return GeventWorker
-    raise ValueError(f"unknown worker class {name!r}")
 
 
 #: Linux copies SO_RCVTIMEO/SO_SNDTIMEO from a listening socket to the sockets it accepts,

@@ -27,7 +27,8 @@ def main() -> None:
 
     from django_prefork.conf import Config
     from django_prefork.server.sockets import listeners_from_fds
-    from django_prefork.workers.base import WORKER_BOOT_ERROR, worker_class_for
+    from django_prefork.workers import worker_class_for
+    from django_prefork.workers.base import WORKER_BOOT_ERROR
     from django_prefork.workers.heartbeat import Heartbeat
     from django_prefork.workers.loadboard import LoadBoard
 

@@ -14,4 +14,5 @@ urlpatterns = [
     path("environ", views.environ),
     path("file", views.file_response),
     path("db_connection", views.db_connection),
+    path("exhaust_fds", views.exhaust_fds),
 ]

@@ -131,7 +131,7 @@ class Command(BaseCommand):
             sys.exit(status)
 
     def print_banner(self, cfg: Config, listeners: list) -> None:
-        from django_prefork.workers.base import resolve_worker_class
+        from django_prefork.workers import resolve_worker_class
 
         worker_class = resolve_worker_class(cfg.worker_class, cfg)  # sync + threads = gthread
         quit_command = "CTRL-BREAK" if sys.platform == "win32" else "CONTROL-C"
