@@ -80,7 +80,9 @@ class ServerContext:
         self.error_log = error_log or logging.getLogger("django_prefork.error")
         self.keepalive = bool(keepalive)
         self.draining = False
-        self.current_request: str | None = None
+        #: Set by the worker (workers/inflight.py): `begin(conn)` and `end()` around each
+        #: request, so the timeout watch knows which thread or greenlet runs which request.
+        self.request_tracker: Any = None
 
         self.limits = Limits(
             getattr(cfg, "limit_request_line", 4094),
@@ -224,12 +226,15 @@ class HTTPConnection:
             return False
         except OSError:  # reset, timeout mid-head (ClientDisconnected is one too)
             return False
-        self.request_line = request_line = head.request_line()
-        ctx.current_request = request_line
+        self.request_line = head.request_line()
+        tracker = ctx.request_tracker
+        if tracker is None:
+            return self._run(environ, head)
+        tracker.begin(self)
         try:
             return self._run(environ, head)
         finally:
-            ctx.current_request = None
+            tracker.end()
 
     def _read_head(self) -> RequestHead | None:
         """Read until a complete head is buffered; None at EOF or timeout before any byte.

@@ -6,6 +6,7 @@ work is done by the shared core in `django_prefork.http`.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -20,11 +21,13 @@ from collections.abc import Callable
 from typing import Any
 
 from django_prefork.http.connection import ServerContext
+from django_prefork.http.errors import error_response
 from django_prefork.server.sockets import Listener
 from django_prefork.workers import worker_class_for
 from django_prefork.workers.accept import AcceptPolicy
 from django_prefork.workers.drain import Drain, close_listener_copy
 from django_prefork.workers.heartbeat import Heartbeat
+from django_prefork.workers.inflight import RequestTracker, RequestWatch, Running
 from django_prefork.workers.loadboard import LoadBoard
 
 log = logging.getLogger("django_prefork.error")
@@ -81,6 +84,11 @@ class Worker:
         self.accept_policy = AcceptPolicy()
         #: Set once the worker stops accepting new work (workers/drain.py).
         self.drain: Drain | None = None
+        #: The drain leaves queued connections to others (a max_requests recycle).
+        self.leave_queue = False
+        #: The requests running now, by thread or greenlet, and their timeout.
+        self.tracker = self.make_tracker()
+        self.watch = self.make_watch()
         # Beat at least twice per timeout so a healthy idle worker is never killed.
         self.poll_interval = min(1.0, cfg.timeout / 2) if cfg.timeout else 1.0
         self._wake_r, self._wake_w = os.pipe()
@@ -106,10 +114,21 @@ class Worker:
     def run(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def make_tracker(self) -> RequestTracker:
+        """Requests are tracked per thread; the gevent worker tracks greenlets."""
+        return RequestTracker()
+
+    def make_watch(self) -> RequestWatch:
+        return RequestWatch(self.tracker, self.cfg.timeout, self.stop_request)
+
+    def stop_request(self, running: Running) -> None:  # pragma: no cover - abstract
+        """Stop a request that ran past `timeout` (how depends on the class)."""
+        raise NotImplementedError
+
     def make_context(self) -> ServerContext:
         from django_prefork.logging import make_access_logger
 
-        return ServerContext(
+        ctx = ServerContext(
             self.app,
             self.cfg,
             access_log=make_access_logger(self.cfg),
@@ -119,6 +138,8 @@ class Worker:
             keepalive=self.keepalive,
             recv_first=self.blocking_sockets,
         )
+        ctx.request_tracker = self.tracker
+        return ctx
 
     def set_process_title(self) -> None:
         set_process_title("worker", self.cfg)
@@ -140,6 +161,7 @@ class Worker:
             return True
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
         self.heartbeat.beat()
+        self.watch.check()
         self.handle_pending_work()
         return self.parent_alive()
 
@@ -147,7 +169,8 @@ class Worker:
         """Stop accepting new work and start the drain protocol (workers/drain.py)."""
         self.stop_accepting()
         if self.drain is None:
-            self.drain = Drain(self.listeners, self.cfg.graceful_timeout, self.cfg.backlog,
+            self.drain = Drain(self.listeners, self.cfg.graceful_timeout,
+                               0 if self.leave_queue else self.cfg.backlog,
                                self.accept_policy, close)
         return self.drain
 
@@ -161,6 +184,10 @@ class Worker:
         if self.max_requests and self.requests_served >= self.max_requests and self.alive:
             log.info("Autorestarting worker after current request (max_requests %s).",
                      self.max_requests)
+            # Our own choice while the master serves on: connections queued now wait for
+            # the other workers or our replacement (the master keeps the listener open), so
+            # max_requests really bounds what this process serves.
+            self.leave_queue = True
             self.stop_accepting()
 
     def stop_accepting(self) -> None:
@@ -214,11 +241,15 @@ class Worker:
         self.wake()
 
     def _on_abort(self, signum: int, frame: Any) -> None:
-        # The master found our heartbeat too old: say which request hung and where.
-        current = self.ctx.current_request if self.ctx else None
+        # The master found our heartbeat too old: say which request hung and where, and
+        # answer its client if nothing of the response went out yet (as gunicorn 27 does).
+        current = self.tracker.current()
+        hung = [current] if current is not None else self.tracker.running()
         stack = "".join(traceback.format_stack(frame)) if frame else ""
         log.critical("WORKER TIMEOUT (pid:%s) while serving %s\n%s", self.pid,
-                     current or "no request", stack.rstrip())
+                     ", ".join(r.request_line for r in hung) or "no request", stack.rstrip())
+        for running in hung:
+            answer_stopped(running.conn, 500)
         os._exit(1)
 
     @staticmethod
@@ -230,6 +261,18 @@ class Worker:
 
     def __str__(self) -> str:
         return f"<{type(self).__name__} {self.pid}>"
+
+
+def answer_stopped(conn: Any, status: int) -> None:
+    """End the connection of a request we stop: with `status` if no byte of its response
+    went out yet, else just closed (the client sees a truncated response, not a whole one).
+    The shutdown also makes the stopped code's own later writes fail."""
+    sock = conn.sock
+    if not conn.response_started:
+        with contextlib.suppress(OSError):
+            sock.sendall(error_response(status))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def load_wsgi_app() -> Any:

@@ -61,7 +61,8 @@ def close_listener_copy(listener: Listener) -> None:
 
 
 class Drain:
-    """The drain of one worker, begun when it stops accepting new work."""
+    """The drain of one worker, begun when it stops accepting new work. `backlog`: the most
+    the queue can hold (0: take nothing queued, only close the listener copies)."""
 
     def __init__(self, listeners: list[Listener], graceful_timeout: float, backlog: int,
                  policy: AcceptPolicy,
@@ -72,8 +73,8 @@ class Drain:
         #: Connections each listener may still give us (by id: listeners are unhashable).
         self._budget: dict[int, int] = {}
         for listener in self.listening:
-            queued = queued_connections(listener.sock)
-            self._budget[id(listener)] = max(1, backlog) if queued is None else queued
+            queued = queued_connections(listener.sock) if backlog else 0
+            self._budget[id(listener)] = backlog if queued is None else queued
         self._policy = policy
         self._close = close
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from types import FrameType
 from typing import Any
 
 import gevent
@@ -28,9 +29,10 @@ from gevent.pool import Pool
 from django_prefork.http.connection import RECV_SIZE, HTTPConnection, ServerContext
 from django_prefork.server.sockets import Listener
 from django_prefork.workers.accept import FD_BACKOFF
-from django_prefork.workers.base import Worker, log
+from django_prefork.workers.base import Worker, answer_stopped, log
 from django_prefork.workers.drain import DRAIN_GRACE, Drain
 from django_prefork.workers.heads import HANDOVER_TIMEOUT, head_limit, head_ready, io_timeout
+from django_prefork.workers.inflight import RequestTimedOut, RequestTracker, Running
 from django_prefork.workers.loadboard import ACCEPT_BACKOFF, FULL, GEVENT_FLOOR, FairAccept
 
 _os_close = monkey.get_original("os", "close")
@@ -64,6 +66,13 @@ def cooperative_sendfile(sock: Any, file: Any, offset: int, count: int) -> int:
     return sent
 
 
+def greenlet_frame(owner: Any) -> FrameType | None:
+    """Where a suspended greenlet is (the watch runs in the main greenlet, so every greenlet
+    running a request is suspended when it looks)."""
+    frame: FrameType | None = getattr(owner, "gr_frame", None)
+    return frame
+
+
 class _DrainWakeup(Exception):
     """Thrown into a greenlet waiting between requests when the drain begins."""
 
@@ -95,6 +104,15 @@ class GeventWorker(Worker):
         # Sockets whose greenlet waits for a request (between requests, or a new client):
         # the drain wakes them so that they close (or wait out the grace).
         self._idle: set[Any] = set()
+
+    def make_tracker(self) -> RequestTracker:
+        return RequestTracker(owner=gevent.getcurrent, frame_of=greenlet_frame)
+
+    def stop_request(self, running: Running) -> None:
+        """A greenlet ran a request past `timeout`: end it (RequestTimedOut is thrown where
+        it waits; `_handle` answers its client). A greenlet that never yields also stops
+        our heartbeat, and the master aborts the worker."""
+        gevent.kill(running.owner, RequestTimedOut)  # (never blocks)
 
     def make_context(self) -> ServerContext:
         ctx = super().make_context()
@@ -251,6 +269,8 @@ class GeventWorker(Worker):
                     return
                 since = time.monotonic()
                 new = False
+        except RequestTimedOut:
+            answer_stopped(conn, 503)
         except Exception:  # the HTTP core handles app errors; this is a bug guard
             log.exception("Error handling request")
         finally:

@@ -33,6 +33,7 @@ from django_prefork.server.sockets import Listener
 from django_prefork.workers.base import (
     KERNEL_TIMEOUTS_INHERITED,
     Worker,
+    answer_stopped,
     log,
     set_kernel_timeouts,
 )
@@ -44,6 +45,7 @@ from django_prefork.workers.heads import (
     head_ready,
     io_timeout,
 )
+from django_prefork.workers.inflight import Running
 from django_prefork.workers.loadboard import (
     ACCEPT_BACKOFF,
     FULL,
@@ -169,6 +171,26 @@ class ThreadWorker(Worker):
     def request_done(self) -> None:
         with self._count_lock:  # called from the pool threads
             super().request_done()
+
+    def stop_request(self, running: Running) -> None:
+        """A thread ran a request past `timeout`: a thread cannot be stopped from outside,
+        so answer its client (503 if nothing went out, else close) and replace this worker
+        gracefully. The other threads' requests finish; the drain does not wait for the
+        stuck one, which ends with the process."""
+        answer_stopped(running.conn, 503)
+        with self._park_lock:
+            for state in list(self._conns):
+                if state.conn is running.conn:
+                    # (its fd stays open until the thread lets go: no new connection can
+                    # take the number meanwhile)
+                    self._conns.discard(state)
+                    self._fds.pop(state.fd, None)
+        self._publish_load()
+        if self.alive:
+            log.warning("Replacing this worker (pid:%s): a thread is stuck in a request; the "
+                        "other requests finish first", self.pid)
+            self.leave_queue = True  # the master and the other workers serve on
+            self.stop_accepting()
 
     # -- the main thread's loop ------------------------------------------------------------
     def _poll(self, deadline: float | None = None) -> bool:

@@ -22,13 +22,22 @@ from django_prefork.workers.base import (
     log,
     set_kernel_timeouts,
 )
+from django_prefork.workers.inflight import RequestWatch
 
 
 class SyncWorker(Worker):
     blocking_sockets = KERNEL_TIMEOUTS_INHERITED
 
+    def make_watch(self) -> RequestWatch:
+        """A request past `timeout` stops our heartbeat (it runs in the only thread that
+        beats), so the master stops it: SIGABRT, whose handler logs the stack and sends a
+        500 if no byte of the response went out (Worker._on_abort). The watch only warns,
+        from a thread of its own, at half the timeout."""
+        return RequestWatch(self.tracker, self.cfg.timeout, None)
+
     def run(self) -> None:
         assert self.ctx is not None
+        self.watch.run_in_thread()
         # A client silent this long is dropped before the master would kill us for it.
         self.client_timeout = max(1.0, self.cfg.timeout - 1) if self.cfg.timeout else None
         for listener in self.listeners:
