@@ -164,6 +164,7 @@ class HTTPConnection:
         "_unix",
         "can_sendfile",
         "client_addr",
+        "closing",
         "ctx",
         "plain_tcp",
         "request_line",
@@ -184,6 +185,9 @@ class HTTPConnection:
         self._trusted: bool | None = None
         self.request_line = ""
         self.response_started = False
+        #: Set by the worker: the next response is this connection's last (`Connection:
+        #: close`), e.g. gthread shedding keep-alive connections at `worker_connections`.
+        self.closing = False
         # sendfile() writes raw bytes: never through TLS (stdlib or gevent SSL sockets).
         self.can_sendfile = (
             ctx.use_sendfile and hasattr(sock, "sendfile") and not hasattr(sock, "do_handshake")
@@ -373,7 +377,7 @@ class HTTPConnection:
         ctx = self.ctx
         access_log = ctx.access_log
         start = time.time() if access_log is not None else 0.0
-        keep = ctx.keepalive and head.keep_alive
+        keep = ctx.keepalive and head.keep_alive and not self.closing
         response = Response(self, head.method == "HEAD", head.version == "1.1", keep)
         result = None
         ok = False

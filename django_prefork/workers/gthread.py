@@ -118,6 +118,15 @@ class ThreadWorker(Worker):
         self.keepalive_timeout = float(cfg.keepalive)
         self.max_connections = max(1, cfg.worker_connections)
         self.threads = max(1, cfg.threads)
+        # Holding this many connections, a response ends its connection (`Connection:
+        # close`) instead of keeping it alive, as gunicorn's gthread does from
+        # `worker_connections - threads` on: clients that send a request every second never
+        # let their connection idle out, and new clients waited in the backlog for ever
+        # (issue 15.2: 1,000 of 3,000 keep-alive clients never answered). Told in the
+        # response, not by closing an idle connection, so no client's next request meets a
+        # close. With as many threads as connections (or more) every connection may hold a
+        # thread: no shedding (0).
+        self.shed_at = max(0, self.max_connections - self.threads)
         self._epoll = select.epoll()
         self._conns: set[_Conn] = set()
         self._fds: dict[int, _Conn] = {}
@@ -458,6 +467,7 @@ class ThreadWorker(Worker):
             if state.expired:
                 sock.settimeout(HANDOVER_TIMEOUT)  # closed after its 408
             while True:
+                conn.closing = 0 < self.shed_at <= len(self._conns)
                 keep = conn.handle_request()
                 self.request_done()
                 if not keep or not conn.has_pending_data():
