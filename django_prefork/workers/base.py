@@ -36,6 +36,12 @@ log = logging.getLogger("django_prefork.error")
 # getppid per request cost ~3% of a hello-world request (bench/profile_worker.py).
 HOUSEKEEPING_INTERVAL = 0.2
 
+#: The signals a worker handles or ignores (install_signal_handlers).
+WORKER_SIGNALS = frozenset({
+    signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGABRT,
+    signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH,
+})
+
 # Exit codes the master reads (as gunicorn's): the app could not be loaded, so respawning the
 # worker would only fail again.
 WORKER_BOOT_ERROR = 3
@@ -218,6 +224,8 @@ class Worker:
 
     # -- signals ---------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
+        """Our handlers for every signal the master or an operator sends a worker. Called
+        before the app loads (run_worker_in_child), and again by start() (idempotent)."""
         for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_IGN)  # the master's signals, not ours
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -366,8 +374,11 @@ def run_worker_in_child(
 ) -> int:
     """Turn a freshly forked child into a worker and serve; return the exit status.
 
-    Shared by the master's own forks and the zygote's. The app is loaded here unless it was
-    preloaded, so a broken project fails in one worker, reported once, with WORKER_BOOT_ERROR.
+    Shared by the master's own forks and the zygote's. The worker's signal handlers go in
+    before anything slow (issue 15.6: a USR1 or TERM while the app loaded killed the worker
+    by the default action), and the signals are blocked until then. The app is loaded here
+    unless it was preloaded, so a broken project fails in one worker, reported once, with
+    WORKER_BOOT_ERROR.
     """
     import logging as std_logging
 
@@ -375,19 +386,26 @@ def run_worker_in_child(
 
     status = 0
     try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+        try:
+            worker = worker_class_for(cfg.worker_class, cfg)(
+                age=age, ppid=ppid, listeners=listeners, cfg=cfg, heartbeat=heartbeat,
+                app=app, board=board,
+            )
+            worker.install_signal_handlers()
+        finally:
+            # What arrived meanwhile is delivered now, to the handlers: noted, acted on once
+            # the worker runs (a TERM makes it drain and exit as soon as it starts).
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
         if app is None:
             try:
-                app = load_wsgi_app()
+                worker.app = load_wsgi_app()
             except Exception:
                 sys.stderr.write("Worker failed to boot:\n" + traceback.format_exc())
                 sys.stderr.flush()
                 return WORKER_BOOT_ERROR
             # Loading the app may re-apply LOGGING (django.setup()): wire ours again.
             configure_logging(cfg)
-        worker = worker_class_for(cfg.worker_class, cfg)(
-            age=age, ppid=ppid, listeners=listeners, cfg=cfg, heartbeat=heartbeat, app=app,
-            board=board,
-        )
         worker.start()
     except SystemExit as exc:
         status = exc.code if isinstance(exc.code, int) else 1

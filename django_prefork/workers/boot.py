@@ -49,6 +49,7 @@ def main() -> None:
             heartbeat=Heartbeat(spec["heartbeat_fd"]),
             board=LoadBoard(spec["board_fd"]),
         )
+        worker.install_signal_handlers()  # before the app loads (issue 15.6)
         from django_prefork.workers.base import load_wsgi_app
 
         worker.app = load_wsgi_app()
