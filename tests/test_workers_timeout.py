@@ -9,6 +9,7 @@ throughout.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from typing import Any
@@ -114,5 +115,31 @@ def test_gthread_stopped_request_leaves_the_other_threads_requests_to_finish():
         assert results == {SLOW_PATH: 503, "/sleep?s=2.8": 200}, (results, server.output)
         stop = server.output.index("Request timeout")
         assert "GET /sleep?s=2.8" not in server.output[stop:].splitlines()[0]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("worker", ["sync", "gthread", "gevent"])
+def test_request_stopped_after_its_response_started_ends_the_connection(worker: str):
+    """Bytes of the response went out: no status can be sent any more, so the connection
+    is closed mid-body (the client sees a truncated response, never a whole one)."""
+    if worker == "gevent":
+        pytest.importorskip("gevent")
+    server = Server("--workers", "1", *CLASS_ARGS[worker], "--timeout", "3").start()
+    try:
+        began = time.monotonic()
+        with socket.create_connection((server.host, server.port), timeout=30) as sock:
+            sock.sendall(b"GET /slow_stream?s=8 HTTP/1.1\r\nHost: t\r\n\r\n")
+            received = b""
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                received += data
+        took = time.monotonic() - began
+        assert received.startswith(b"HTTP/1.1 200 OK"), received
+        assert b"first part" in received and b"second part" not in received, received
+        assert not received.endswith(b"0\r\n\r\n"), received  # no last chunk: truncated
+        assert took < 7, f"closed after {took:.1f} s (the view takes 8 s)"
     finally:
         server.stop()

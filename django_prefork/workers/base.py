@@ -265,7 +265,7 @@ class Worker:
         if not cfg.max_requests:
             return 0
         # Jitter spreads restarts so all workers do not recycle at the same moment.
-        return cfg.max_requests + random.randint(0, cfg.max_requests_jitter or 0)
+        return int(cfg.max_requests) + random.randint(0, cfg.max_requests_jitter or 0)
 
     def __str__(self) -> str:
         return f"<{type(self).__name__} {self.pid}>"

@@ -163,6 +163,7 @@ class GeventWorker(Worker):
         """Stop accepting new work (workers/drain.py takes what is queued); wake idle
         connections so they close (or get Connection: close)."""
         assert self.ctx is not None
+        self.stop_accepting()  # (first: greenlets woken below must see the drain)
         self._drain_started = time.monotonic()
         self.board.leave()  # no one must leave connections to us now
         # Greenlets waiting for a request get _DrainWakeup and look at their deadline again
@@ -246,6 +247,7 @@ class GeventWorker(Worker):
         self._pool.spawn(self._handle, client, addr, server_addr)
 
     def _handle(self, client: Any, addr: Any, server_addr: Any) -> None:
+        assert self.ctx is not None
         conn = HTTPConnection(client, addr, server_addr, self.ctx)
         io_timeout = self.io_timeout
         try:

@@ -116,8 +116,8 @@ class ThreadWorker(Worker):
         self.keepalive = cfg.keepalive > 0
         self.io_timeout = io_timeout(cfg)
         self.keepalive_timeout = float(cfg.keepalive)
-        self.max_connections = max(1, cfg.worker_connections)
-        self.threads = max(1, cfg.threads)
+        self.max_connections: int = max(1, cfg.worker_connections)
+        self.threads: int = max(1, cfg.threads)
         # Holding this many connections, a response ends its connection (`Connection:
         # close`) instead of keeping it alive, as gunicorn's gthread does from
         # `worker_connections - threads` on: clients that send a request every second never
@@ -285,6 +285,7 @@ class ThreadWorker(Worker):
         if not KERNEL_TIMEOUTS_INHERITED:
             client.setblocking(True)
             set_kernel_timeouts(client, self.io_timeout)
+        assert self.ctx is not None
         now = time.monotonic()
         state = _Conn(HTTPConnection(client, addr, address, self.ctx), client, now)
         limit_s = self.head_limit

@@ -160,7 +160,8 @@ def _new_shared_fd() -> int:
     memfd_create = getattr(os, "memfd_create", None)
     if memfd_create is not None:
         with contextlib.suppress(OSError):
-            return memfd_create("django-prefork-load", os.MFD_CLOEXEC)
+            fd: int = memfd_create("django-prefork-load", os.MFD_CLOEXEC)
+            return fd
     shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     fd, path = tempfile.mkstemp(prefix="django-prefork-load-", dir=shm)
     os.unlink(path)

@@ -44,9 +44,11 @@ class SyncWorker(Worker):
             listener.sock.setblocking(False)
             if KERNEL_TIMEOUTS_INHERITED and self.client_timeout:
                 set_kernel_timeouts(listener.sock, self.client_timeout)
-        # Everything accept() needs, resolved once (socket.accept converts enums each time).
+        # Everything accept() needs, resolved once (socket.accept converts enums each time;
+        # _accept, CPython's C-level accept, returns the bare fd and address).
         self._accept_from: dict[int, tuple[Any, int, int, int, Any, str]] = {
-            id(listener): (listener.sock._accept, listener.sock.family.value,
+            id(listener): (listener.sock._accept,  # type: ignore[attr-defined]
+                           listener.sock.family.value,
                            listener.sock.type.value, listener.sock.proto, listener.address,
                            listener.spec)
             for listener in self.listeners

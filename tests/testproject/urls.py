@@ -15,4 +15,5 @@ urlpatterns = [
     path("file", views.file_response),
     path("db_connection", views.db_connection),
     path("exhaust_fds", views.exhaust_fds),
+    path("slow_stream", views.slow_stream),
 ]

@@ -122,3 +122,16 @@ def exhaust_fds(request):
 
     threading.Thread(target=take_all, daemon=True).start()
     return HttpResponse(f"taking every descriptor of {os.getpid()}", content_type="text/plain")
+
+
+def slow_stream(request):
+    """A streamed response that sends its first part, then takes `s` seconds for the rest
+    (the timeout tests: a request stopped after its response started)."""
+    seconds = float(request.GET.get("s", "8"))
+
+    def parts():
+        yield "first part\n"
+        time.sleep(seconds)
+        yield "second part\n"
+
+    return StreamingHttpResponse(parts(), content_type="text/plain")
