@@ -25,19 +25,18 @@ from types import FrameType
 from typing import Any
 
 log = logging.getLogger("django_prefork.error")
+_monotonic = time.monotonic
 
 
 class Running:
-    """One request in progress."""
+    """One request in progress, as the watch sees it."""
 
-    __slots__ = ("conn", "owner", "started", "stopped", "warned")
+    __slots__ = ("conn", "owner", "started")
 
-    def __init__(self, conn: Any, owner: Any) -> None:
-        self.conn = conn  # the HTTPConnection (request_line, response_started, sock)
+    def __init__(self, owner: Any, conn: Any, started: float) -> None:
         self.owner = owner
-        self.started = time.monotonic()
-        self.warned = False
-        self.stopped = False
+        self.conn = conn  # the HTTPConnection (request_line, response_started, sock)
+        self.started = started
 
     @property
     def request_line(self) -> str:
@@ -51,33 +50,43 @@ def thread_frame(owner: Any) -> FrameType | None:
 
 class RequestTracker:
     """`owner()` names what runs the current request: `threading.get_ident` for threads,
-    `gevent.getcurrent` for greenlets; `frame_of(owner)` finds where it is."""
+    `gevent.getcurrent` for greenlets; `frame_of(owner)` finds where it is.
+
+    begin() and end() run on every request, so they store a bare tuple (a Running object
+    per request cost a microsecond); the watch builds Running objects when it looks.
+    """
 
     def __init__(self, owner: Callable[[], Any] = threading.get_ident,
                  frame_of: Callable[[Any], FrameType | None] = thread_frame) -> None:
         self._owner = owner
         self.frame_of = frame_of
-        self._running: dict[Any, Running] = {}
+        self._running: dict[Any, tuple[Any, float]] = {}
 
     def begin(self, conn: Any) -> None:
-        owner = self._owner()
-        self._running[owner] = Running(conn, owner)
+        self._running[self._owner()] = (conn, _monotonic())
 
     def end(self) -> None:
         self._running.pop(self._owner(), None)
 
     def current(self) -> Running | None:
         """The request of whatever runs now (a signal handler: the interrupted one)."""
-        return self._running.get(self._owner())
+        owner = self._owner()
+        entry = self._running.get(owner)
+        return None if entry is None else Running(owner, *entry)
 
     def running(self) -> list[Running]:
-        return list(self._running.values())  # (one C call under the GIL: a safe snapshot)
+        # (list() of the items is one C call under the GIL: a consistent snapshot)
+        return [Running(owner, conn, started)
+                for owner, (conn, started) in list(self._running.items())]
 
     def stack(self, running: Running) -> str:
         frame = self.frame_of(running.owner)
         if frame is None:
             return "  (no stack: it is running no Python code now)"
         return "".join(traceback.format_stack(frame)).rstrip()
+
+
+_WARNED, _STOPPED = 1, 2
 
 
 class RequestWatch:
@@ -88,27 +97,36 @@ class RequestWatch:
         self.tracker = tracker
         self.timeout = float(timeout)
         self._stop = stop  # None: someone else stops it (the sync worker: the master)
+        # What was done about each request, by (owner, started): it outlives no request.
+        self._done: dict[tuple[Any, float], int] = {}
 
     def check(self) -> None:
         if not self.timeout:
             return
-        now = time.monotonic()
+        now = _monotonic()
         half = self.timeout / 2
+        done = self._done
+        seen = set()
         for running in self.tracker.running():
+            key = (running.owner, running.started)
+            seen.add(key)
             age = now - running.started
-            if age >= self.timeout and self._stop is not None and not running.stopped:
-                running.stopped = True
+            state = done.get(key, 0)
+            if age >= self.timeout and self._stop is not None and not state & _STOPPED:
+                done[key] = state | _STOPPED
                 log.critical("Request timeout (pid:%s): %s running for %.1f s (timeout "
                              "%g s), stopping it; it was at:\n%s", os.getpid(),
                              running.request_line, age, self.timeout,
                              self.tracker.stack(running))
                 self._stop(running)
-            elif age >= half and not running.warned:
-                running.warned = True
+            elif age >= half and not state:
+                done[key] = _WARNED
                 log.warning("Slow request (pid:%s): %s running for %.1f s, half of the "
                             "timeout (%g s); it is at:\n%s", os.getpid(),
                             running.request_line, age, self.timeout,
                             self.tracker.stack(running))
+        for key in [key for key in done if key not in seen]:
+            del done[key]
 
     def run_in_thread(self) -> None:
         """Check from a thread of its own (the sync worker's main thread is in the app)."""
