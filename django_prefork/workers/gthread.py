@@ -32,6 +32,7 @@ from django_prefork.http.connection import HTTPConnection
 from django_prefork.server.sockets import Listener
 from django_prefork.workers.base import (
     KERNEL_TIMEOUTS_INHERITED,
+    WORKER_SIGNALS,
     Worker,
     answer_stopped,
     log,
@@ -61,9 +62,7 @@ MAX_RECHECK = 0.2
 #: timeout, a new client that stays silent, the drain grace).
 SCAN_INTERVAL = 0.25
 # The master's signals: only the main thread may receive them (it runs the handlers).
-_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGABRT,
-            signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH,
-            signal.SIGCHLD}
+_SIGNALS = WORKER_SIGNALS | {signal.SIGCHLD}
 
 # Waiting for a request: level-triggered, disarmed by the first event (EPOLLONESHOT).
 _ARM = select.EPOLLIN | select.EPOLLONESHOT
