@@ -707,7 +707,7 @@ def check_database_connection_limit(app_configs: Any = None, databases: Any = No
         return []
     from django.db import connections
 
-    from django_prefork.workers.base import resolve_worker_class
+    from django_prefork.workers import resolve_worker_class
 
     worker_class = resolve_worker_class(cfg.worker_class, cfg)
     per_worker = {"gthread": cfg.threads, "gevent": cfg.worker_connections}.get(worker_class, 1)

@@ -349,7 +349,7 @@ def test_gthread_runs_requests_concurrently():
 
 def test_sync_with_threads_is_gthread():
     from django_prefork.conf import Config, load_config
-    from django_prefork.workers.base import worker_class_for
+    from django_prefork.workers import worker_class_for
     from django_prefork.workers.gthread import ThreadWorker
     from django_prefork.workers.sync import SyncWorker
 
@@ -452,3 +452,55 @@ def test_gthread_partial_head_gets_408_after_header_timeout():
         assert status == 408 and headers["connection"] == "close"
         assert 0.8 < time.monotonic() - began < 4
         assert server.get("/hello")[0] == 200
+
+
+def test_gthread_sheds_keepalive_connections_at_worker_connections():
+    """Issue 15.2: more keep-alive clients than `worker_connections`, each sending a request
+    every 0.2 s (never idle long enough for the keep-alive timeout): holding
+    `worker_connections - threads` connections, the worker ends connections with
+    `Connection: close` after a response, so that every client gets answered."""
+    clients = 25
+    answered = [0] * clients
+    closes = [0] * clients
+    errors: list[str] = []
+    stop = threading.Event()
+    with running("--workers", "1", *GTHREAD, "--threads", "2", "--worker-connections", "10",
+                 "--keep-alive", "60") as server:
+
+        def client(i: int) -> None:
+            conn: http.client.HTTPConnection | None = None
+            while not stop.is_set():
+                if conn is None:
+                    conn = server.connection(timeout=60)
+                try:
+                    conn.request("GET", "/hello")
+                    response = conn.getresponse()
+                    response.read()
+                except Exception as exc:
+                    if not stop.is_set():
+                        errors.append(repr(exc))
+                    conn.close()
+                    conn = None
+                    continue
+                answered[i] += 1
+                if response.will_close:
+                    closes[i] += 1
+                    conn.close()
+                    conn = None
+                stop.wait(0.2)
+            if conn is not None:
+                conn.close()
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True)
+                   for i in range(clients)]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_until(lambda: all(answered), timeout=30,
+                       message=f"every client answered: {answered}")
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(70)
+    assert errors == []
+    assert sum(closes) > 0

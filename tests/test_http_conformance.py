@@ -36,7 +36,7 @@ WORKERS = ("sync", "gthread", "gevent")
 def _absent_reason(name: str) -> str | None:
     """Why a worker class cannot be tested here (None: it can): imported in a subprocess,
     so this process never imports gevent."""
-    code = ("from django_prefork.workers.base import worker_class_for\n"
+    code = ("from django_prefork.workers import worker_class_for\n"
             f"worker_class_for({name!r})\n")
     try:
         subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True,

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from django_prefork.workers.loadboard import FULL, SLOTS, LoadBoard
+from django_prefork.workers.loadboard import FULL, SLOTS, FairAccept, LoadBoard
 from server import Server, wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
@@ -33,6 +33,20 @@ def _worker_view(board: LoadBoard, pid: int) -> LoadBoard:
     view = LoadBoard(os.dup(board.fd))
     view.join(pid)
     return view
+
+
+def test_fair_accept_defers_once_then_takes_the_connection(board):
+    """A connection is left to a less loaded worker for one back-off only: if it is still
+    there, the deferring worker takes it (none starves while every worker is busy)."""
+    busy, idle = _worker_view(board, 1001), _worker_view(board, 1002)
+    busy.publish(20)
+    idle.publish(0)
+    fair = FairAccept(busy, floor=16)
+    assert [fair.defer(20), fair.defer(20), fair.defer(20), fair.defer(20)] == [
+        True, False, True, False]
+    assert fair.defer(10) is False  # below the floor: never defers
+    idle.publish(19)
+    assert fair.defer(20) is False  # no one holds two fewer
 
 
 def test_a_worker_defers_only_to_one_holding_two_fewer(board):

@@ -88,7 +88,9 @@ class ServerContext:
         self.error_log = error_log or logging.getLogger("django_prefork.error")
         self.keepalive = bool(keepalive)
         self.draining = False
-        self.current_request: str | None = None
+        #: Set by the worker (workers/inflight.py): `begin(conn)` and `end()` around each
+        #: request, so the timeout watch knows which thread or greenlet runs which request.
+        self.request_tracker: Any = None
 
         self.limits = Limits(
             getattr(cfg, "limit_request_line", 4094),
@@ -170,6 +172,7 @@ class HTTPConnection:
         "_unix",
         "can_sendfile",
         "client_addr",
+        "closing",
         "ctx",
         "plain_tcp",
         "request_line",
@@ -190,6 +193,9 @@ class HTTPConnection:
         self._trusted: bool | None = None
         self.request_line = ""
         self.response_started = False
+        #: Set by the worker: the next response is this connection's last (`Connection:
+        #: close`), e.g. gthread shedding keep-alive connections at `worker_connections`.
+        self.closing = False
         # sendfile() writes raw bytes: never through TLS (stdlib or gevent SSL sockets).
         self.can_sendfile = (
             ctx.use_sendfile and hasattr(sock, "sendfile") and not hasattr(sock, "do_handshake")
@@ -239,12 +245,15 @@ class HTTPConnection:
             return False
         except OSError:  # reset, timeout mid-head (ClientDisconnected is one too)
             return False
-        self.request_line = request_line = head.request_line()
-        ctx.current_request = request_line
+        self.request_line = head.request_line()
+        tracker = ctx.request_tracker
+        if tracker is None:
+            return self._run(environ, head)
+        tracker.begin(self)
         try:
             return self._run(environ, head)
         finally:
-            ctx.current_request = None
+            tracker.end()
 
     def _read_head(self) -> RequestHead | None:
         """Read until a complete head is buffered; None at EOF or timeout before any byte.
@@ -386,7 +395,7 @@ class HTTPConnection:
         start = time.time() if access_log is not None or recorder is not None else 0.0
         if recorder is not None:
             recorder = recorder.request_started()  # what counts this request's end
-        keep = ctx.keepalive and head.keep_alive
+        keep = ctx.keepalive and head.keep_alive and not self.closing
         response = Response(self, head.method == "HEAD", head.version == "1.1", keep)
         result = None
         ok = False

@@ -560,7 +560,9 @@ class Arbiter:
             log.debug("Worker (pid:%s) exited", record.pid)  # it logged its own exit
         elif code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else -code
-            log.error("Worker (pid:%s) was sent %s!", record.pid, name)
+            # TERM is how the master stops a worker: not an error (as gunicorn).
+            level = logging.INFO if -code == signal.SIGTERM else logging.ERROR
+            log.log(level, "Worker (pid:%s) was sent %s!", record.pid, name)
         else:
             log.error("Worker (pid:%s) exited with code %s", record.pid, code)
 

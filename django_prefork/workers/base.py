@@ -17,12 +17,17 @@ import struct
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django_prefork.http.connection import ServerContext
+from django_prefork.http.errors import error_response
 from django_prefork.server.sockets import Listener
+from django_prefork.workers import worker_class_for
+from django_prefork.workers.accept import AcceptPolicy
+from django_prefork.workers.drain import Drain, close_listener_copy
 from django_prefork.workers.heartbeat import Heartbeat
+from django_prefork.workers.inflight import RequestTracker, RequestWatch, Running
 from django_prefork.workers.loadboard import LoadBoard
 
 log = logging.getLogger("django_prefork.error")
@@ -30,6 +35,12 @@ log = logging.getLogger("django_prefork.error")
 # Heartbeat, parent check and signal work run at most this often while busy: an fchmod and a
 # getppid per request cost ~3% of a hello-world request (bench/profile_worker.py).
 HOUSEKEEPING_INTERVAL = 0.2
+
+#: The signals a worker handles or ignores (install_signal_handlers).
+WORKER_SIGNALS = frozenset({
+    signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGABRT,
+    signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH,
+})
 
 # Exit codes the master reads (as gunicorn's): the app could not be loaded, so respawning the
 # worker would only fail again.
@@ -75,6 +86,17 @@ class Worker:
         self.reopen_logs_requested = False
         self._next_housekeeping = 0.0
         self.ctx: ServerContext | None = None
+        #: Every accept() of every class goes through it (workers/accept.py).
+        self.accept_policy = AcceptPolicy()
+        #: Set once the worker stops accepting new work (workers/drain.py).
+        self.drain: Drain | None = None
+        #: The drain leaves queued connections to others (a max_requests recycle).
+        self.leave_queue = False
+        #: The requests running now, by thread or greenlet, and their timeout.
+        self.tracker = self.make_tracker()
+        self.watch = self.make_watch()
+        # Beat at least twice per timeout so a healthy idle worker is never killed.
+        self.poll_interval = min(1.0, cfg.timeout / 2) if cfg.timeout else 1.0
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -98,12 +120,23 @@ class Worker:
     def run(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def make_tracker(self) -> RequestTracker:
+        """Requests are tracked per thread; the gevent worker tracks greenlets."""
+        return RequestTracker()
+
+    def make_watch(self) -> RequestWatch:
+        return RequestWatch(self.tracker, self.cfg.timeout, self.stop_request)
+
+    def stop_request(self, running: Running) -> None:  # pragma: no cover - abstract
+        """Stop a request that ran past `timeout` (how depends on the class)."""
+        raise NotImplementedError
+
     def make_context(self) -> ServerContext:
         from django_prefork.logging import make_access_logger
         from django_prefork.metrics.health import make_health_check
         from django_prefork.metrics.recorder import make_recorder
 
-        return ServerContext(
+        ctx = ServerContext(
             self.app,
             self.cfg,
             access_log=make_access_logger(self.cfg),
@@ -115,6 +148,8 @@ class Worker:
             recorder=make_recorder(self.cfg, self.board.fd, self.pid, self.multithread),
             health_check=make_health_check(self.cfg, self.board.fd),
         )
+        ctx.request_tracker = self.tracker
+        return ctx
 
     def set_process_title(self) -> None:
         set_process_title("worker", self.cfg)
@@ -136,8 +171,18 @@ class Worker:
             return True
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
         self.heartbeat.beat()
+        self.watch.check()
         self.handle_pending_work()
         return self.parent_alive()
+
+    def begin_drain(self, close: Callable[[Listener], None] = close_listener_copy) -> Drain:
+        """Stop accepting new work and start the drain protocol (workers/drain.py)."""
+        self.stop_accepting()
+        if self.drain is None:
+            self.drain = Drain(self.listeners, self.cfg.graceful_timeout,
+                               0 if self.leave_queue else self.cfg.backlog,
+                               self.accept_policy, close)
+        return self.drain
 
     def housekeeping_now(self) -> None:
         """Idle or woken by a signal: look after ourselves on the next turn."""
@@ -149,6 +194,10 @@ class Worker:
         if self.max_requests and self.requests_served >= self.max_requests and self.alive:
             log.info("Autorestarting worker after current request (max_requests %s).",
                      self.max_requests)
+            # Our own choice while the master serves on: connections queued now wait for
+            # the other workers or our replacement (the master keeps the listener open), so
+            # max_requests really bounds what this process serves.
+            self.leave_queue = True
             self.stop_accepting()
 
     def stop_accepting(self) -> None:
@@ -179,6 +228,8 @@ class Worker:
 
     # -- signals ---------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
+        """Our handlers for every signal the master or an operator sends a worker. Called
+        before the app loads (run_worker_in_child), and again by start() (idempotent)."""
         for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_IGN)  # the master's signals, not ours
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -202,11 +253,15 @@ class Worker:
         self.wake()
 
     def _on_abort(self, signum: int, frame: Any) -> None:
-        # The master found our heartbeat too old: say which request hung and where.
-        current = self.ctx.current_request if self.ctx else None
+        # The master found our heartbeat too old: say which request hung and where, and
+        # answer its client if nothing of the response went out yet (as gunicorn 27 does).
+        current = self.tracker.current()
+        hung = [current] if current is not None else self.tracker.running()
         stack = "".join(traceback.format_stack(frame)) if frame else ""
         log.critical("WORKER TIMEOUT (pid:%s) while serving %s\n%s", self.pid,
-                     current or "no request", stack.rstrip())
+                     ", ".join(r.request_line for r in hung) or "no request", stack.rstrip())
+        for running in hung:
+            answer_stopped(running.conn, 500)
         os._exit(1)
 
     @staticmethod
@@ -214,10 +269,22 @@ class Worker:
         if not cfg.max_requests:
             return 0
         # Jitter spreads restarts so all workers do not recycle at the same moment.
-        return cfg.max_requests + random.randint(0, cfg.max_requests_jitter or 0)
+        return int(cfg.max_requests) + random.randint(0, cfg.max_requests_jitter or 0)
 
     def __str__(self) -> str:
         return f"<{type(self).__name__} {self.pid}>"
+
+
+def answer_stopped(conn: Any, status: int) -> None:
+    """End the connection of a request we stop: with `status` if no byte of its response
+    went out yet, else just closed (the client sees a truncated response, not a whole one).
+    The shutdown also makes the stopped code's own later writes fail."""
+    sock = conn.sock
+    if not conn.response_started:
+        with contextlib.suppress(OSError):
+            sock.sendall(error_response(status))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def load_wsgi_app() -> Any:
@@ -264,34 +331,6 @@ def set_process_title(role: str, cfg: Any) -> None:
         return
     name = cfg.proc_name or "django-prefork"
     setproctitle(f"{name}: {role}")
-
-
-def resolve_worker_class(name: str, cfg: Any = None) -> str:
-    """The class that really runs: `sync` with `threads` > 1 is gthread (as gunicorn)."""
-    if name == "sync" and cfg is not None and getattr(cfg, "threads", 1) > 1:
-        return "gthread"
-    return name
-
-
-def worker_class_for(name: str, cfg: Any = None) -> type[Worker]:
-    """Import only the chosen class, so the sync worker never imports gevent.
-
-    Pass the config so that `sync` with `threads` > 1 gives the gthread worker.
-    """
-    name = resolve_worker_class(name, cfg)
-    if name == "sync":
-        from django_prefork.workers.sync import SyncWorker
-
-        return SyncWorker
-    if name == "gthread":
-        from django_prefork.workers.gthread import ThreadWorker
-
-        return ThreadWorker
-    if name == "gevent":
-        from django_prefork.workers.ggevent import GeventWorker
-
-        return GeventWorker
-    raise ValueError(f"unknown worker class {name!r}")
 
 
 #: Linux copies SO_RCVTIMEO/SO_SNDTIMEO from a listening socket to the sockets it accepts,
@@ -368,8 +407,11 @@ def run_worker_in_child(
 ) -> int:
     """Turn a freshly forked child into a worker and serve; return the exit status.
 
-    Shared by the master's own forks and the zygote's. The app is loaded here unless it was
-    preloaded, so a broken project fails in one worker, reported once, with WORKER_BOOT_ERROR.
+    Shared by the master's own forks and the zygote's. The worker's signal handlers go in
+    before anything slow (issue 15.6: a USR1 or TERM while the app loaded killed the worker
+    by the default action), and the signals are blocked until then. The app is loaded here
+    unless it was preloaded, so a broken project fails in one worker, reported once, with
+    WORKER_BOOT_ERROR.
     """
     import logging as std_logging
 
@@ -377,19 +419,26 @@ def run_worker_in_child(
 
     status = 0
     try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+        try:
+            worker = worker_class_for(cfg.worker_class, cfg)(
+                age=age, ppid=ppid, listeners=listeners, cfg=cfg, heartbeat=heartbeat,
+                app=app, board=board,
+            )
+            worker.install_signal_handlers()
+        finally:
+            # What arrived meanwhile is delivered now, to the handlers: noted, acted on once
+            # the worker runs (a TERM makes it drain and exit as soon as it starts).
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
         if app is None:
             try:
-                app = load_wsgi_app()
+                worker.app = load_wsgi_app()
             except Exception:
                 sys.stderr.write("Worker failed to boot:\n" + traceback.format_exc())
                 sys.stderr.flush()
                 return WORKER_BOOT_ERROR
             # Loading the app may re-apply LOGGING (django.setup()): wire ours again.
             configure_logging(cfg)
-        worker = worker_class_for(cfg.worker_class, cfg)(
-            age=age, ppid=ppid, listeners=listeners, cfg=cfg, heartbeat=heartbeat, app=app,
-            board=board,
-        )
         worker.start()
     except SystemExit as exc:
         status = exc.code if isinstance(exc.code, int) else 1

@@ -27,7 +27,8 @@ def main() -> None:
 
     from django_prefork.conf import Config
     from django_prefork.server.sockets import listeners_from_fds
-    from django_prefork.workers.base import WORKER_BOOT_ERROR, worker_class_for
+    from django_prefork.workers import worker_class_for
+    from django_prefork.workers.base import WORKER_BOOT_ERROR
     from django_prefork.workers.heartbeat import Heartbeat
     from django_prefork.workers.loadboard import LoadBoard
 
@@ -48,6 +49,7 @@ def main() -> None:
             heartbeat=Heartbeat(spec["heartbeat_fd"]),
             board=LoadBoard(spec["board_fd"]),
         )
+        worker.install_signal_handlers()  # before the app loads (issue 15.6)
         from django_prefork.workers.base import load_wsgi_app
 
         worker.app = load_wsgi_app()

@@ -14,10 +14,10 @@ after `timeout`.
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import time
+from types import FrameType
 from typing import Any
 
 import gevent
@@ -28,22 +28,14 @@ from gevent.pool import Pool
 
 from django_prefork.http.connection import RECV_SIZE, HTTPConnection, ServerContext
 from django_prefork.server.sockets import Listener
-from django_prefork.workers.base import Worker, log
-from django_prefork.workers.gthread import (
-    DRAIN_GRACE,
-    HANDOVER_TIMEOUT,
-    TRANSIENT_ACCEPT_ERRORS,
-    head_limit,
-    head_ready,
-    io_timeout,
-)
-from django_prefork.workers.loadboard import ACCEPT_BACKOFF, FULL
+from django_prefork.workers.accept import FD_BACKOFF
+from django_prefork.workers.base import Worker, answer_stopped, log
+from django_prefork.workers.drain import DRAIN_GRACE, Drain
+from django_prefork.workers.heads import HANDOVER_TIMEOUT, head_limit, head_ready, io_timeout
+from django_prefork.workers.inflight import RequestTimedOut, RequestTracker, Running
+from django_prefork.workers.loadboard import ACCEPT_BACKOFF, FULL, GEVENT_FLOOR, FairAccept
 
 _os_close = monkey.get_original("os", "close")
-
-#: A gevent worker leaves new connections to a less loaded worker only while it holds at
-#: least this many (loadboard.py: short connections must not wait on noise).
-GEVENT_FAIR_ACCEPT_FLOOR = 16
 
 # What _wait_for_head() decides.
 _CLOSE, _READY, _EXPIRED = 0, 1, 2
@@ -74,6 +66,13 @@ def cooperative_sendfile(sock: Any, file: Any, offset: int, count: int) -> int:
     return sent
 
 
+def greenlet_frame(owner: Any) -> FrameType | None:
+    """Where a suspended greenlet is (the watch runs in the main greenlet, so every greenlet
+    running a request is suspended when it looks)."""
+    frame: FrameType | None = getattr(owner, "gr_frame", None)
+    return frame
+
+
 class _DrainWakeup(Exception):
     """Thrown into a greenlet waiting between requests when the drain begins."""
 
@@ -101,9 +100,19 @@ class GeventWorker(Worker):
         self._open = 0  # connections being served (for the load board)
         self._loop = gevent.get_hub().loop
         self._drain_started = 0.0
+        self._fair = FairAccept(self.board, GEVENT_FLOOR)
         # Sockets whose greenlet waits for a request (between requests, or a new client):
         # the drain wakes them so that they close (or wait out the grace).
         self._idle: set[Any] = set()
+
+    def make_tracker(self) -> RequestTracker:
+        return RequestTracker(owner=gevent.getcurrent, frame_of=greenlet_frame)
+
+    def stop_request(self, running: Running) -> None:
+        """A greenlet ran a request past `timeout`: end it (RequestTimedOut is thrown where
+        it waits; `_handle` answers its client). A greenlet that never yields also stops
+        our heartbeat, and the master aborts the worker."""
+        gevent.kill(running.owner, RequestTimedOut)  # (never blocks)
 
     def make_context(self) -> ServerContext:
         ctx = super().make_context()
@@ -115,7 +124,6 @@ class GeventWorker(Worker):
         assert self.ctx is not None
         self.head_limit = head_limit(self.ctx, self.cfg)
         self.limits = self.ctx.limits
-        poll_interval = min(1.0, self.cfg.timeout / 2) if self.cfg.timeout else 1.0
         for listener in self.listeners:
             if not isinstance(listener.sock, gevent.socket.socket):  # pragma: no cover
                 listener.sock = gevent.socket.socket(fileno=listener.sock.detach())
@@ -126,29 +134,36 @@ class GeventWorker(Worker):
         signal.set_wakeup_fd(self._wake_w)
 
         while self.alive:
-            self.heartbeat.beat()
-            self.handle_pending_work()
-            if not self.parent_alive():
+            if not self.look_after_ourselves():
                 self.stop_accepting()
                 break
-            ready, _, _ = gselect.select([self._wake_r], [], [], poll_interval)
+            ready, _, _ = gselect.select([self._wake_r], [], [], self.poll_interval)
+            self.housekeeping_now()
             if ready:
                 self.drain_wakeups()
 
-        self._begin_drain(acceptors)
-        deadline = time.monotonic() + self.cfg.graceful_timeout
-        while len(self._pool) and time.monotonic() < deadline:
-            self.heartbeat.beat()
-            self.handle_pending_work()
-            self._pool.join(timeout=max(0.0, min(poll_interval, deadline - time.monotonic())))
-        if len(self._pool):
-            log.warning("Graceful timeout: %d connections still open at exit", len(self._pool))
+        drain = self._begin_drain(acceptors)
+        pool = self._pool
+        while True:
+            drain.take_queued(lambda: pool.free_count() > 0, self._accept_one)
+            if drain.over(self._open):
+                break
+            self.look_after_ourselves()
+            timeout = min(self.poll_interval, drain.left())
+            if not drain.listening:
+                pool.join(timeout=timeout)
+            elif self.accept_policy.paused():
+                gevent.sleep(min(timeout, FD_BACKOFF))
+            else:
+                pool.wait_available(timeout=timeout)  # at worker_connections: wait for room
+        if self._open:
+            log.warning("Graceful timeout: %d connections still open at exit", self._open)
 
-    def _begin_drain(self, acceptors: list[gevent.Greenlet]) -> None:
-        """Stop accepting; wake idle connections so they close (or get Connection: close)."""
+    def _begin_drain(self, acceptors: list[gevent.Greenlet]) -> Drain:
+        """Stop accepting new work (workers/drain.py takes what is queued); wake idle
+        connections so they close (or get Connection: close)."""
         assert self.ctx is not None
-        self.ctx.draining = True
-        self.alive = False
+        self.stop_accepting()  # (first: greenlets woken below must see the drain)
         self._drain_started = time.monotonic()
         self.board.leave()  # no one must leave connections to us now
         # Greenlets waiting for a request get _DrainWakeup and look at their deadline again
@@ -159,28 +174,29 @@ class GeventWorker(Worker):
         # An acceptor is suspended before its accept() call (in wait_available() or waiting
         # for the listener to be readable), so killing it loses no connection.
         gevent.killall(acceptors)
-        # From here on, no greenlet switch until our listeners are closed: connections
-        # already queued for us would be reset when the last copy of a listening socket
-        # closes (a full stop), so take them now, and close right after.
-        for listener in self.listeners:
-            sock = listener.sock
-            address = listener.address
-            try:
-                sock.settimeout(0.0)
-                while self._pool.free_count() > 0:
-                    client, addr = sock.accept()
-                    self._serve(client, addr, address)
-            except OSError:
-                pass
-            try:
-                # Our copy only; never unlink a unix socket here. Closed *now*: gevent defers
-                # both socket.close() and its patched os.close() to a later turn of the hub,
-                # in which clients told `Connection: close` could reconnect to the doomed
-                # socket and then be reset.
-                _os_close(sock.detach())
-            except OSError:
-                pass
-        log.info("Worker draining: %d connections open", len(self._pool))
+        drain = self.begin_drain(close=self._close_listener)
+        log.info("Worker draining: %d connections open", self._open)
+        return drain
+
+    def _accept_one(self, listener: Listener) -> bool:
+        """Accept one connection and give it a greenlet; False if none was taken."""
+        got = self.accept_policy.accept(listener.sock.accept, listener.spec)
+        if got is None:
+            return False
+        client, addr = got
+        self._serve(client, addr, listener.address)
+        return True
+
+    @staticmethod
+    def _close_listener(listener: Listener) -> None:
+        """Our copy only; never unlink a unix socket here. Closed *now*, right after the
+        accept() that found the queue empty: gevent defers both socket.close() and its
+        patched os.close() to a later turn of the hub, in which clients told `Connection:
+        close` could reconnect to the doomed socket and then be reset."""
+        try:
+            _os_close(listener.sock.detach())
+        except OSError:
+            pass
 
     # -- greenlets -------------------------------------------------------------------------
     def _accept_loop(self, listener: Listener) -> None:
@@ -188,15 +204,15 @@ class GeventWorker(Worker):
         readable = gevent.get_hub().loop.io(sock.fileno(), 1)  # one watcher for the loop
         sock.settimeout(0.0)  # accept() never waits: we wait on `readable`
         try:
-            self._accept_from(sock, listener.address, listener.spec, readable)
+            self._accept_from(listener, readable)
         finally:
             readable.close()
 
-    def _accept_from(self, sock: Any, address: Any, spec: str, readable: Any) -> None:
+    def _accept_from(self, listener: Listener, readable: Any) -> None:
         pool = self._pool
         board = self.board
         hub = gevent.get_hub()
-        deferred = False
+        policy = self.accept_policy
         while self.alive:
             if pool.full():
                 board.publish(FULL)
@@ -207,26 +223,18 @@ class GeventWorker(Worker):
             # Fair accept (docs/workers.md): while another worker holds fewer connections
             # (the load board), leave the next one to it for a moment, then take it if it is
             # still there.
-            if not deferred and board.someone_less_loaded(self._open, GEVENT_FAIR_ACCEPT_FLOOR):
-                deferred = True
+            if self._fair.defer(self._open):
                 gevent.sleep(ACCEPT_BACKOFF)
                 continue
-            try:
-                client, addr = sock.accept()
-            except BlockingIOError:
-                hub.wait(readable)
-                continue
-            except OSError as exc:
-                if not self.alive or exc.errno == errno.EBADF:
+            if not self._accept_one(listener):
+                if not self.alive:
                     return
-                if exc.errno in TRANSIENT_ACCEPT_ERRORS:
-                    continue
-                log.error("accept() failed on %s: %s", spec, exc)
-                gevent.sleep(0.5)  # EMFILE and friends: do not spin
+                if policy.paused():  # out of descriptors: the listener stays readable
+                    gevent.sleep(max(0.0, policy.paused_until - time.monotonic()))
+                else:
+                    hub.wait(readable)
                 continue
-            # Even if the drain began meanwhile: the connection is ours now, answer it.
-            deferred = False
-            self._serve(client, addr, address)
+            # (Even if the drain began meanwhile: the connection is ours now, answered.)
             # One connection per turn of the hub: accept() does not wait while the backlog
             # holds more, and a worker taking a whole burst of connections leaves the others
             # idle (sleep row: 82:18 before, 61:39 after; Django hello 100:0 -> 55:45).
@@ -239,6 +247,7 @@ class GeventWorker(Worker):
         self._pool.spawn(self._handle, client, addr, server_addr)
 
     def _handle(self, client: Any, addr: Any, server_addr: Any) -> None:
+        assert self.ctx is not None
         conn = HTTPConnection(client, addr, server_addr, self.ctx)
         io_timeout = self.io_timeout
         try:
@@ -262,6 +271,8 @@ class GeventWorker(Worker):
                     return
                 since = time.monotonic()
                 new = False
+        except RequestTimedOut:
+            answer_stopped(conn, 503)
         except Exception:  # the HTTP core handles app errors; this is a bug guard
             log.exception("Error handling request")
         finally:

@@ -29,49 +29,40 @@ import time
 from typing import Any
 
 from django_prefork.http.connection import HTTPConnection
-from django_prefork.http.parser import head_ready as _core_head_ready
 from django_prefork.server.sockets import Listener
 from django_prefork.workers.base import (
     KERNEL_TIMEOUTS_INHERITED,
+    WORKER_SIGNALS,
     Worker,
+    answer_stopped,
     log,
     set_kernel_timeouts,
 )
-from django_prefork.workers.loadboard import ACCEPT_BACKOFF, FULL
+from django_prefork.workers.drain import DRAIN_GRACE, Drain
+from django_prefork.workers.heads import (
+    HANDOVER_TIMEOUT,
+    PEEK_SIZE,
+    head_limit,
+    head_ready,
+    io_timeout,
+)
+from django_prefork.workers.inflight import Running
+from django_prefork.workers.loadboard import (
+    ACCEPT_BACKOFF,
+    FULL,
+    GTHREAD_FLOOR_PER_THREAD,
+    FairAccept,
+)
 
-# accept() errors that concern one connection only (the client went away first).
-TRANSIENT_ACCEPT_ERRORS = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
-#: Bytes looked at (MSG_PEEK) to decide whether a request head is complete. A head that does
-#: not fit is handed to the HTTP core, which enforces the real limits.
-PEEK_SIZE = 64 * 1024
-#: On a drain, a connection between two requests gets this long (from its last response) to
-#: send the next one, which is answered with `Connection: close`. A client that sends its
-#: next request right after a response (most do) then never races the close; connections
-#: idle for longer are closed at once.
-DRAIN_GRACE = 1.0
-#: Socket timeout when the `timeout` setting is 0 (a silent client must not pin a thread).
-DEFAULT_IO_TIMEOUT = 30.0
 # How often a partial head is looked at again: first soon (a head split across TCP segments
 # completes within milliseconds), then less and less often (a slowloris costs little).
 FIRST_RECHECK = 0.005
 MAX_RECHECK = 0.2
-#: A partial head whose `header_timeout` ran out goes to the HTTP core with this socket
-#: timeout: the core reads what arrived, its next recv times out at once, and it answers 408
-#: (or just closes when nothing of a request came, e.g. a lone CRLF).
-HANDOVER_TIMEOUT = 0.01
 #: How often the main thread looks for idle connections whose wait is over (keep-alive
 #: timeout, a new client that stays silent, the drain grace).
 SCAN_INTERVAL = 0.25
-#: A worker defers a new connection (loadboard.ACCEPT_BACKOFF) only while it holds at least
-#: this many connections per thread.
-#: Measured on 2 workers x 4 threads, 50 clients (docs/workers.md, "Fair accept"): backoff
-#: 2 ms, floor 2: Connection: close 7,300 req/s; 0.5 ms and 4: 17,600 req/s (one worker
-#: alone: 17,000), keep-alive Django hello still 51:49. Without backoff: 100:0.
-FAIR_ACCEPT_FLOOR = 4
 # The master's signals: only the main thread may receive them (it runs the handlers).
-_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGABRT,
-            signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH,
-            signal.SIGCHLD}
+_SIGNALS = WORKER_SIGNALS | {signal.SIGCHLD}
 
 # Waiting for a request: level-triggered, disarmed by the first event (EPOLLONESHOT).
 _ARM = select.EPOLLIN | select.EPOLLONESHOT
@@ -86,31 +77,6 @@ _PEEK_NOW = socket.MSG_PEEK | socket.MSG_DONTWAIT
 # thread of every worker is always in epoll_wait, so the kernel picked the same worker for
 # every connection (Django hello 100:0 across 2 workers, 0.58x gunicorn).
 _LISTEN = select.EPOLLIN
-
-
-def io_timeout(cfg: Any) -> float:
-    """Per-socket timeout while a request is read or written: the `timeout` setting."""
-    return float(cfg.timeout) if cfg.timeout else DEFAULT_IO_TIMEOUT
-
-
-def head_ready(data: bytes, limits: Any) -> bool:
-    """Whether the HTTP core can take the connection without waiting for more of a head.
-
-    `django_prefork.http.parser.head_ready`: true for a complete head and for bytes the core
-    refuses at once (bare LF, too long, ...). Also true once the peek window is full: the core
-    reads the rest and enforces the real limits (and `header_timeout`).
-    """
-    return len(data) >= PEEK_SIZE or _core_head_ready(data, limits)
-
-
-def head_limit(ctx: Any, cfg: Any) -> float:
-    """Seconds a client has to send a whole request head: `ctx.header_timeout`.
-
-    Counted from the accept for a new connection (as the HTTP core counts from when it starts
-    waiting), from the first byte of the head on a kept-alive one (the wait before it is the
-    keep-alive timeout). 0 (no header timeout) falls back to the io timeout.
-    """
-    return float(getattr(ctx, "header_timeout", 0) or 0) or io_timeout(cfg)
 
 
 class _Conn:
@@ -149,8 +115,17 @@ class ThreadWorker(Worker):
         self.keepalive = cfg.keepalive > 0
         self.io_timeout = io_timeout(cfg)
         self.keepalive_timeout = float(cfg.keepalive)
-        self.max_connections = max(1, cfg.worker_connections)
-        self.threads = max(1, cfg.threads)
+        self.max_connections: int = max(1, cfg.worker_connections)
+        self.threads: int = max(1, cfg.threads)
+        # Holding this many connections, a response ends its connection (`Connection:
+        # close`) instead of keeping it alive, as gunicorn's gthread does from
+        # `worker_connections - threads` on: clients that send a request every second never
+        # let their connection idle out, and new clients waited in the backlog for ever
+        # (issue 15.2: 1,000 of 3,000 keep-alive clients never answered). Told in the
+        # response, not by closing an idle connection, so no client's next request meets a
+        # close. With as many threads as connections (or more) every connection may hold a
+        # thread: no shedding (0).
+        self.shed_at = max(0, self.max_connections - self.threads)
         self._epoll = select.epoll()
         self._conns: set[_Conn] = set()
         self._fds: dict[int, _Conn] = {}
@@ -160,17 +135,14 @@ class ThreadWorker(Worker):
         self._seq = itertools.count(1)
         self._listeners: dict[int, Listener] = {}
         self._accepting = False
-        self._accept_paused_until = 0.0  # all threads busy: let the other workers accept
-        self._accept_deferred = False  # paused once already: accept at the next event
-        self._busy = 0  # requests in flight (under _park_lock)
+        self._accept_paused_until = 0.0  # fair accept: let a less loaded worker take it
+        self._fair = FairAccept(self.board, GTHREAD_FLOOR_PER_THREAD * self.threads)
         self._drain_started = 0.0
         self._count_lock = threading.Lock()
         # Taken by a thread parking a connection and by the main thread closing a parked one:
         # the main thread never closes a connection that a thread is about to re-arm.
         self._park_lock = threading.Lock()
         self._next_scan = 0.0
-        # Beat at least twice per timeout so a healthy worker is never killed.
-        self.poll_interval = min(1.0, cfg.timeout / 2) if cfg.timeout else 1.0
 
     # -- life cycle ------------------------------------------------------------------------
     def run(self) -> None:
@@ -195,17 +167,38 @@ class ThreadWorker(Worker):
             if self._poll():
                 self.housekeeping_now()  # woken by a signal or a thread
 
-        self._begin_drain()
-        deadline = time.monotonic() + self.cfg.graceful_timeout
-        while self._conns and time.monotonic() < deadline:
-            self.heartbeat.beat()
-            self.handle_pending_work()
-            self._poll(deadline)
+        drain = self._begin_drain()
+        while True:
+            drain.take_queued(self._has_room, self._accept_one)
+            if drain.over(len(self._conns)):
+                break
+            self.look_after_ourselves()
+            self._poll(drain.deadline)
         self._finish()
 
     def request_done(self) -> None:
         with self._count_lock:  # called from the pool threads
             super().request_done()
+
+    def stop_request(self, running: Running) -> None:
+        """A thread ran a request past `timeout`: a thread cannot be stopped from outside,
+        so answer its client (503 if nothing went out, else close) and replace this worker
+        gracefully. The other threads' requests finish; the drain does not wait for the
+        stuck one, which ends with the process."""
+        answer_stopped(running.conn, 503)
+        with self._park_lock:
+            for state in list(self._conns):
+                if state.conn is running.conn:
+                    # (its fd stays open until the thread lets go: no new connection can
+                    # take the number meanwhile)
+                    self._conns.discard(state)
+                    self._fds.pop(state.fd, None)
+        self._publish_load()
+        if self.alive:
+            log.warning("Replacing this worker (pid:%s): a thread is stuck in a request; the "
+                        "other requests finish first", self.pid)
+            self.leave_queue = True  # the master and the other workers serve on
+            self.stop_accepting()
 
     # -- the main thread's loop ------------------------------------------------------------
     def _poll(self, deadline: float | None = None) -> bool:
@@ -216,6 +209,8 @@ class ThreadWorker(Worker):
             timeout = min(timeout, self._timers[0][0] - now)
         if self._accept_paused_until:
             timeout = min(timeout, self._accept_paused_until - now)
+        if self.accept_policy.paused_until:
+            timeout = min(timeout, self.accept_policy.paused_until - now)
         if self._conns:
             timeout = min(timeout, self._next_scan - now)
         if deadline is not None:
@@ -248,16 +243,12 @@ class ThreadWorker(Worker):
         # gunicorn). The board rather than "defer while loaded": equally loaded workers then
         # all deferred, and Connection: close on every request ran at 0.41x gunicorn.
         if ready and self._accepting:
-            if not self._accept_deferred and self.board.someone_less_loaded(
-                len(self._conns), FAIR_ACCEPT_FLOOR * self.threads
-            ):
-                # Only a delay: if no other worker took it meanwhile, accept it after all
-                # (a connection must not starve in the backlog while all workers are busy).
+            if self._fair.defer(len(self._conns)):
                 self._pause_accepting()
             else:
-                self._accept_deferred = False
                 for listener in ready:
-                    self._accept(listener)
+                    if self._has_room():
+                        self._accept_one(listener)
         now = time.monotonic()
         if self._accept_paused_until and now >= self._accept_paused_until:
             self._accept_paused_until = 0.0
@@ -268,47 +259,48 @@ class ThreadWorker(Worker):
             self._scan(now)
         return woken
 
-    def _accept(self, listener: Listener, limit: int = 1) -> None:
-        """Accept up to `limit` connections (one per readiness event: a worker that takes
-        a whole burst of connections leaves the other workers idle; measured in
-        docs/workers.md, "Fair accept")."""
-        sock = listener.sock
-        address = listener.address
-        while limit > 0 and len(self._conns) < self.max_connections:
-            try:
-                client, addr = sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in TRANSIENT_ACCEPT_ERRORS:
-                    continue
-                if exc.errno == errno.EBADF:
-                    return
-                raise
-            limit -= 1
-            # Blocking, with the io timeout kept by the kernel: a thread serves it with no
-            # settimeout() and no poll() per recv/send, and sends a file with one blocking
-            # sendfile(); the main thread only peeks with MSG_DONTWAIT. (Non-blocking with a
-            # settimeout() per request before: four more syscalls per request.)
-            if not KERNEL_TIMEOUTS_INHERITED:
-                client.setblocking(True)
-                set_kernel_timeouts(client, self.io_timeout)
-            now = time.monotonic()
-            state = _Conn(HTTPConnection(client, addr, address, self.ctx), client, now)
-            limit_s = self.head_limit
-            if self._drain_started:
-                limit_s = min(limit_s, DRAIN_GRACE)
-            state.deadline = state.head_deadline = now + limit_s
-            self._conns.add(state)
-            self._fds[state.fd] = state
-            self._epoll.register(state.fd, _ARM)
-            self._publish_load()
-            # Clients send their request right after connecting: it is usually here already.
-            # Looking now saves a turn of the poller per new connection (the armed event, if
-            # it still fires, finds the connection busy and is ignored; the serving thread
-            # re-arms). On its own it moved no req/s figure beyond noise (wsgi-hello-close,
-            # one worker: 3,190 -> 3,068 req/s, at the time the accept backoff was the limit).
-            self._look(state)
+    def _has_room(self) -> bool:
+        return len(self._conns) < self.max_connections
+
+    def _accept_one(self, listener: Listener) -> bool:
+        """Accept one connection (one per readiness event: a worker that takes a whole burst
+        of connections leaves the other workers idle; measured in docs/workers.md, "Fair
+        accept"); False if none was taken."""
+        got = self.accept_policy.accept(listener.sock.accept, listener.spec)
+        if got is None:
+            if self.accept_policy.paused_until:
+                self._update_accepting()  # out of descriptors: stop watching the listeners
+            return False
+        client, addr = got
+        self._add(client, addr, listener.address)
+        return True
+
+    def _add(self, client: socket.socket, addr: Any, address: Any) -> None:
+        """Watch a new connection (and look at it at once)."""
+        # Blocking, with the io timeout kept by the kernel: a thread serves it with no
+        # settimeout() and no poll() per recv/send, and sends a file with one blocking
+        # sendfile(); the main thread only peeks with MSG_DONTWAIT. (Non-blocking with a
+        # settimeout() per request before: four more syscalls per request.)
+        if not KERNEL_TIMEOUTS_INHERITED:
+            client.setblocking(True)
+            set_kernel_timeouts(client, self.io_timeout)
+        assert self.ctx is not None
+        now = time.monotonic()
+        state = _Conn(HTTPConnection(client, addr, address, self.ctx), client, now)
+        limit_s = self.head_limit
+        if self._drain_started:
+            limit_s = min(limit_s, DRAIN_GRACE)
+        state.deadline = state.head_deadline = now + limit_s
+        self._conns.add(state)
+        self._fds[state.fd] = state
+        self._epoll.register(state.fd, _ARM)
+        self._publish_load()
+        # Clients send their request right after connecting: it is usually here already.
+        # Looking now saves a turn of the poller per new connection (the armed event, if
+        # it still fires, finds the connection busy and is ignored; the serving thread
+        # re-arms). On its own it moved no req/s figure beyond noise (wsgi-hello-close,
+        # one worker: 3,190 -> 3,068 req/s, at the time the accept backoff was the limit).
+        self._look(state)
 
     def _publish_load(self) -> None:
         """Our connections on the load board (FULL at worker_connections: not accepting)."""
@@ -316,14 +308,13 @@ class ThreadWorker(Worker):
         self.board.publish(n if n < self.max_connections else FULL)
 
     def _pause_accepting(self) -> None:
-        self._accept_deferred = True
         self._accept_paused_until = time.monotonic() + ACCEPT_BACKOFF
         self._update_accepting()
 
     def _update_accepting(self) -> None:
         """Watch the listeners only while there is room for another connection."""
         want = (self.alive and len(self._conns) < self.max_connections
-                and not self._accept_paused_until)
+                and not self._accept_paused_until and not self.accept_policy.paused())
         if want == self._accepting:
             return
         self._accepting = want
@@ -382,8 +373,6 @@ class ThreadWorker(Worker):
     def _dispatch(self, state: _Conn) -> None:
         state.token = 0
         state.busy = True
-        with self._park_lock:
-            self._busy += 1
         self._tasks.put(state)
 
     def _run_timers(self, now: float) -> None:
@@ -414,23 +403,15 @@ class ThreadWorker(Worker):
         state.conn.close()
 
     # -- drain -----------------------------------------------------------------------------
-    def _begin_drain(self) -> None:
-        """Stop accepting; close idle connections; let the rest finish with Connection: close."""
+    def _begin_drain(self) -> Drain:
+        """Stop accepting new work (workers/drain.py takes what is queued); close idle
+        connections; let the rest finish with Connection: close."""
         assert self.ctx is not None
-        self.ctx.draining = True
         self.board.leave()  # no one must leave connections to us now
         with self._park_lock:
             now = self._drain_started = time.monotonic()
-        self.alive = False
-        self._update_accepting()
-        for listener in self.listeners:
-            # Connections already queued for us would be reset when the last copy of the
-            # listening socket closes (a full stop): take them and answer them.
-            self._accept(listener, limit=self.max_connections)
-            try:
-                listener.sock.close()  # our copy only; never unlink a unix socket here
-            except OSError:
-                pass
+        drain = self.begin_drain()
+        self._update_accepting()  # the drain accepts by itself, no more listener events
         with self._park_lock:
             for state in list(self._conns):
                 if state.busy:
@@ -444,6 +425,7 @@ class ThreadWorker(Worker):
         busy = sum(1 for state in self._conns if state.busy)
         log.info("Worker draining: %d requests in flight, %d connections open",
                  busy, len(self._conns))
+        return drain
 
     def _finish(self) -> None:
         busy = 0
@@ -485,6 +467,7 @@ class ThreadWorker(Worker):
             if state.expired:
                 sock.settimeout(HANDOVER_TIMEOUT)  # closed after its 408
             while True:
+                conn.closing = 0 < self.shed_at <= len(self._conns)
                 keep = conn.handle_request()
                 self.request_done()
                 if not keep or not conn.has_pending_data():
@@ -500,7 +483,6 @@ class ThreadWorker(Worker):
                 limit = self.keepalive_timeout
                 if self._drain_started:
                     limit = min(limit, DRAIN_GRACE)
-                self._busy -= 1
                 state.since = now
                 state.deadline = now + limit
                 state.new = False
@@ -520,9 +502,6 @@ class ThreadWorker(Worker):
                 if self._drain_started:
                     self.wake()  # the drain loop waits for the last connections
                 return
-        else:
-            with self._park_lock:
-                self._busy -= 1
         self._fds.pop(state.fd, None)  # before the close: the fd number may be reused
         self._conns.discard(state)
         self._publish_load()

@@ -9,6 +9,7 @@ from httphelpers import exchange, make_cfg, make_ctx
 
 from django_prefork.http.connection import ServerContext
 from django_prefork.http.wsgi import FileWrapper
+from django_prefork.workers.inflight import RequestTracker
 
 
 def environ_of(request: bytes, **kw) -> dict:
@@ -16,11 +17,13 @@ def environ_of(request: bytes, **kw) -> dict:
 
     def app(environ, start_response):
         seen.update(environ)
-        seen["_current"] = ctx.current_request
+        current = ctx.request_tracker.current()
+        seen["_current"] = current.request_line if current else None
         start_response("200 OK", [])
         return [b""]
 
     ctx = make_ctx(app, keepalive=kw.pop("keepalive", False), **kw.pop("cfg", {}))
+    ctx.request_tracker = RequestTracker()
     ex = exchange(app, request, ctx=ctx, **kw)
     assert ex.responses()[0].status == 200, ex.raw
     return seen
@@ -58,9 +61,10 @@ def test_current_request_cleared_after():
         return [b""]
 
     ctx = make_ctx(app)
+    ctx.request_tracker = RequestTracker()
     ctx_holder["ctx"] = ctx
     exchange(app, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", ctx=ctx)
-    assert ctx.current_request is None
+    assert ctx.request_tracker.running() == []
 
 
 def test_path_info_is_decoded_bytes_as_latin1():

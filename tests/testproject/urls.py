@@ -15,4 +15,6 @@ urlpatterns = [
     path("environ", views.environ),
     path("file", views.file_response),
     path("db_connection", views.db_connection),
+    path("exhaust_fds", views.exhaust_fds),
+    path("slow_stream", views.slow_stream),
 ]

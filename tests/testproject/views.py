@@ -4,6 +4,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 import time
 
 from django.http import FileResponse, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -108,3 +109,42 @@ def db_connection(request):
         "name": str(connection.settings_dict["NAME"]),
         "row": row[0],
     })
+
+
+def exhaust_fds(request):
+    """Take every free file descriptor of this worker process for `hold` seconds, starting a
+    moment after this response has gone (the EMFILE-on-accept tests). `mark` names a file
+    that says "exhausted" once no descriptor is left."""
+    hold = float(request.GET.get("hold", "2"))
+    mark = request.GET["mark"]
+
+    def take_all() -> None:
+        time.sleep(0.3)
+        mark_fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        taken = []
+        try:
+            while True:
+                taken.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        os.write(mark_fd, b"exhausted")
+        time.sleep(hold)
+        for fd in taken:
+            os.close(fd)
+        os.close(mark_fd)
+
+    threading.Thread(target=take_all, daemon=True).start()
+    return HttpResponse(f"taking every descriptor of {os.getpid()}", content_type="text/plain")
+
+
+def slow_stream(request):
+    """A streamed response that sends its first part, then takes `s` seconds for the rest
+    (the timeout tests: a request stopped after its response started)."""
+    seconds = float(request.GET.get("s", "8"))
+
+    def parts():
+        yield "first part\n"
+        time.sleep(seconds)
+        yield "second part\n"
+
+    return StreamingHttpResponse(parts(), content_type="text/plain")

@@ -201,7 +201,7 @@ class Command(BaseCommand):
         import logging
 
         from django_prefork.logging import ERROR_LOGGER
-        from django_prefork.workers.base import resolve_worker_class
+        from django_prefork.workers import resolve_worker_class
 
         worker_class = resolve_worker_class(cfg.worker_class, cfg)  # sync + threads = gthread
         quit_command = "CTRL-BREAK" if sys.platform == "win32" else "CONTROL-C"
