@@ -12,7 +12,7 @@ import socket
 import time
 from typing import Any
 
-from .body import Body, ChunkedReader, LengthReader
+from .body import Body, ChunkedReader, LengthReader, SpooledReader, spool_chunked
 from .errors import (
     BadRequest,
     ClientDisconnected,
@@ -24,7 +24,14 @@ from .errors import (
 )
 from .parser import Limits, RequestHead, find_head_end, parse_head
 from .response import Response
-from .wsgi import HEADER_MAPS, SERVER_SOFTWARE, ErrorStream, FileWrapper, build_environ
+from .wsgi import (
+    HEADER_MAPS,
+    SERVER_SOFTWARE,
+    ErrorStream,
+    FileWrapper,
+    build_environ,
+    reads_content_length_only,
+)
 
 #: Bytes asked of one recv().
 RECV_SIZE = 64 * 1024
@@ -72,6 +79,9 @@ class ServerContext:
         recv_first: bool = False,
     ) -> None:
         self.app = app
+        #: Read a chunked body whole before calling the app, and give it a CONTENT_LENGTH:
+        #: Django reads nothing without one (docs/http.md, "Chunked uploads").
+        self.spool_chunked = reads_content_length_only(app)
         #: The workers' sockets are OS sockets in blocking mode (timeouts set in the kernel):
         #: a head is first read with MSG_DONTWAIT, without switching the socket to timeout
         #: mode (see HTTPConnection._read_head). Not for gevent's cooperative sockets.
@@ -178,7 +188,7 @@ class HTTPConnection:
         self._buf = b""
         self._closed = False
         self._expect_continue = False
-        self._reader: LengthReader | ChunkedReader | None = None
+        self._reader: LengthReader | ChunkedReader | SpooledReader | None = None
         self._trusted: bool | None = None
         self.request_line = ""
         self.response_started = False
@@ -230,6 +240,9 @@ class HTTPConnection:
             return self._run(environ, head)
         finally:
             ctx.current_request = None
+            reader = self._reader
+            if type(reader) is SpooledReader:
+                reader.close()
 
     def _read_head(self) -> RequestHead | None:
         """Read until a complete head is buffered; None at EOF or timeout before any byte.
@@ -336,26 +349,35 @@ class HTTPConnection:
     def _prepare(self, head: RequestHead) -> dict[str, Any]:
         """Body reader and environ for a parsed head."""
         self.response_started = False
+        self._expect_continue = head.expect_continue
+        ctx = self.ctx
+        reader: LengthReader | ChunkedReader | SpooledReader | None
         if head.chunked:
-            reader: LengthReader | ChunkedReader | None = ChunkedReader(self, self.ctx.limits)
-            wsgi_input = Body(reader)
+            chunked = ChunkedReader(self, ctx.limits)
+            self._reader = reader = chunked
             if self._buf:  # validate the chunks that came with the head (400, not an app error)
                 data = self._buf
                 self._buf = b""
-                reader.prefeed(data)  # type: ignore[union-attr]
+                chunked.prefeed(data)
+            if ctx.spool_chunked:
+                self._reader = reader = spool_chunked(chunked)
+            wsgi_input: Body = Body(reader)
         elif head.content_length:
-            reader = LengthReader(self, head.content_length)
+            self._reader = reader = LengthReader(self, head.content_length)
             wsgi_input = Body(reader)
         else:
-            reader = None
+            self._reader = reader = None
             wsgi_input = _EMPTY_INPUT
-        self._reader = reader
-        self._expect_continue = head.expect_continue
-        ctx = self.ctx
-        return build_environ(
+        environ = build_environ(
             self._base, head, wsgi_input, ctx.default_scheme, ctx.scheme_headers,
             self._peer_trusted, self._unix, ctx.header_map,
         )  # fmt: skip
+        if type(reader) is SpooledReader:
+            # The body is now length-delimited: say so, and do not let an app that forwards
+            # headers announce both framings (RFC 9112 §6.3).
+            environ["CONTENT_LENGTH"] = str(reader.length)
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return environ
 
     def _peer_trusted(self) -> bool:
         trusted = self._trusted

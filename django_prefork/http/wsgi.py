@@ -11,9 +11,47 @@ from django_prefork.logging import ErrorStream
 from .errors import BadRequest, InvalidSchemeHeaders
 from .parser import RequestHead
 
-__all__ = ["HEADER_MAPS", "SERVER_SOFTWARE", "ErrorStream", "FileWrapper", "build_environ"]
+__all__ = [
+    "HEADER_MAPS",
+    "SERVER_SOFTWARE",
+    "ErrorStream",
+    "FileWrapper",
+    "build_environ",
+    "reads_content_length_only",
+]
 
 SERVER_SOFTWARE = "django-prefork"
+
+#: Attributes under which common WSGI wrappers keep the application they wrap: WhiteNoise
+#: (`application`), Sentry's and many middlewares (`app`), Flask-style (`wsgi_app`),
+#: functools.wraps (`__wrapped__`).
+_WRAPPED_ATTRIBUTES = ("__wrapped__", "application", "app", "wsgi_app")
+_WRAP_DEPTH = 8
+
+
+def reads_content_length_only(app: Any) -> bool:
+    """Whether `app` is Django's WSGIHandler, or a wrapper around one.
+
+    Django reads exactly `CONTENT_LENGTH` bytes of `wsgi.input` and nothing without it, so a
+    chunked request body would reach its views empty; for such an app the server reads the
+    body first and sets CONTENT_LENGTH (`body.spool_chunked`). Any other WSGI app reads
+    `wsgi.input` to its end itself (`wsgi.input_terminated`) and gets the body streamed.
+    """
+    from django.core.handlers.wsgi import WSGIHandler
+
+    seen: set[int] = set()
+    for _ in range(_WRAP_DEPTH):
+        if isinstance(app, WSGIHandler):
+            return True
+        seen.add(id(app))
+        for name in _WRAPPED_ATTRIBUTES:
+            inner = getattr(app, name, None)
+            if inner is not None and callable(inner) and id(inner) not in seen:
+                app = inner
+                break
+        else:
+            return False
+    return False
 
 
 class FileWrapper:

@@ -6,6 +6,7 @@ urlpatterns = [
     path("hello", views.hello),
     path("echo", views.echo),
     path("upload", views.upload),
+    path("upload_stream", views.upload_stream),
     path("download", views.download),
     path("stream", views.stream),
     path("error", views.error),

@@ -24,6 +24,25 @@ def upload(request):
     return JsonResponse({"length": len(body), "sha256": hashlib.sha256(body).hexdigest()})
 
 
+@csrf_exempt
+def upload_stream(request):
+    """Length and SHA-256 of the body, read in 64 KB pieces (memory stays flat for a large
+    upload); `?whole=1` reads `request.body` instead."""
+    digest = hashlib.sha256()
+    length = 0
+    if request.GET.get("whole"):
+        body = request.body
+        digest.update(body)
+        length = len(body)
+    else:
+        while data := request.read(65536):
+            digest.update(data)
+            length += len(data)
+    return JsonResponse({"length": length, "sha256": digest.hexdigest(),
+                         "content_length": request.META.get("CONTENT_LENGTH"),
+                         "transfer_encoding": request.META.get("HTTP_TRANSFER_ENCODING")})
+
+
 def pattern(size: int) -> bytes:
     block = bytes(range(256))
     return (block * (size // 256 + 1))[:size]
