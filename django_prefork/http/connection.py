@@ -406,13 +406,15 @@ class HTTPConnection:
                 response.status = "400 Bad Request" if status_for(exc) == 400 else (
                     "413 Content Too Large")
                 response.headers = []
-                self._send_quietly(error_response(status_for(exc), response.head_request))
+                self._send_quietly(
+                    error_response(status_for(exc), response.head_request, not response.http11)
+                )
         except Exception:
             ctx.error_log.exception("Error handling request %s", self.request_line)
             if not response.headers_sent:
                 response.status = "500 Internal Server Error"
                 response.headers = []
-                self._send_quietly(error_response(500, response.head_request))
+                self._send_quietly(error_response(500, response.head_request, not response.http11))
         finally:
             if result is not None:
                 close = getattr(result, "close", None)

@@ -33,11 +33,14 @@ _SPECIAL = _HOP_BY_HOP | {"content-length", "date", "server"}
 _SERVER = "Server: django-prefork\r\n"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2
 _GOOD_NAMES: set[str] = set()
+# PEP 3333 status string -> (code, the status line after "HTTP/1.x ")
 _STATUS: dict[str, tuple[int, bytes]] = {}
+_VERSION_11 = b"HTTP/1.1 "
+_VERSION_10 = b"HTTP/1.0 "
 
 
 def _parse_status(status: Any) -> tuple[int, bytes]:
-    """(code, status line) of a PEP 3333 status string such as "200 OK"."""
+    """(code, status line without its version) of a PEP 3333 status string ("200 OK")."""
     if (
         type(status) is not str
         or len(status) < 3
@@ -47,7 +50,7 @@ def _parse_status(status: Any) -> tuple[int, bytes]:
     ):
         raise ResponseError(f"invalid status {status!r}")
     try:
-        line = f"HTTP/1.1 {status if len(status) > 3 else status + ' '}\r\n".encode("latin-1")
+        line = f"{status if len(status) > 3 else status + ' '}\r\n".encode("latin-1")
     except UnicodeEncodeError:
         raise ResponseError(f"invalid status {status!r}") from None
     code = int(status[:3])
@@ -167,7 +170,10 @@ class Response:
                 raise AssertionError("the application did not call start_response()")
             self._send_first(b"", 0, last=True)
         if self.chunked:
-            self.conn.send(b"0\r\n\r\n")
+            if self.keep_alive:
+                self.conn.send(b"0\r\n\r\n")
+            else:
+                self.conn.send_last(b"0\r\n\r\n")
         elif self.length is not None and self.sent != self.length and not self.no_body:
             self._mismatch()
 
@@ -185,6 +191,9 @@ class Response:
         status = self.status
         cached = _STATUS.get(status)  # type: ignore[arg-type]
         code, status_line = cached if cached is not None else _parse_status(status)
+        # The response's version is the request's (as gunicorn; RFC 9112 §2.3 would also
+        # allow 1.1, but some HTTP/1.0 clients and monitors expect their own back).
+        status_line = (_VERSION_11 if self.http11 else _VERSION_10) + status_line
         self.code = code
         head_request = self.head_request
         no_body = head_request or code < 200 or code == 204 or code == 304  # RFC 9110 §6.4.1
@@ -242,11 +251,14 @@ class Response:
             if total is not None:
                 length = total
                 extra.append(f"Content-Length: {total}\r\n")
-            elif keep and self.http11:
+            elif self.http11:
+                # Chunked even when the connection closes after it: the last chunk marks the
+                # end, so a response cut short (the app raised, the worker was killed) is
+                # seen as truncated by the client (curl exits 18), not taken as complete.
                 self.chunked = True
                 extra.append("Transfer-Encoding: chunked\r\n")  # RFC 9112 §7.1
             else:
-                keep = False  # close-delimited (RFC 9112 §6.3 (8))
+                keep = False  # HTTP/1.0: close-delimited (RFC 9112 §6.3 (8))
         self.length = length
         if not keep:
             extra.append("Connection: close\r\n")

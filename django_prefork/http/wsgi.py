@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from django_prefork import __version__
 from django_prefork.logging import ErrorStream
 
 from .errors import BadRequest, InvalidSchemeHeaders
@@ -20,7 +21,9 @@ __all__ = [
     "reads_content_length_only",
 ]
 
-SERVER_SOFTWARE = "django-prefork"
+#: The environ's SERVER_SOFTWARE carries the version (as gunicorn's); the `Server` response
+#: header does not (response.py), so clients are not told which release to attack.
+SERVER_SOFTWARE = f"django-prefork/{__version__}"
 
 #: Attributes under which common WSGI wrappers keep the application they wrap: WhiteNoise
 #: (`application`), Sentry's and many middlewares (`app`), Flask-style (`wsgi_app`),

@@ -9,6 +9,7 @@ urlpatterns = [
     path("upload_stream", views.upload_stream),
     path("download", views.download),
     path("stream", views.stream),
+    path("stream_fail", views.stream_fail),
     path("error", views.error),
     path("sleep", views.sleep),
     path("pid", views.pid),

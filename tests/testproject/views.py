@@ -59,6 +59,16 @@ def stream(request):
                                  content_type="text/plain")
 
 
+def stream_fail(request):
+    """A streamed export that breaks after its first row."""
+
+    def rows():
+        yield "id,name\n"
+        raise RuntimeError("boom: the stream broke on purpose")
+
+    return StreamingHttpResponse(rows(), content_type="text/csv")
+
+
 def error(request):
     raise RuntimeError("boom: a view raised on purpose")
 
@@ -80,7 +90,7 @@ def pid(request):
 def environ(request):
     keys = ("REMOTE_ADDR", "SERVER_NAME", "SERVER_PORT", "PATH_INFO", "QUERY_STRING",
             "SCRIPT_NAME", "wsgi.url_scheme", "wsgi.multithread", "wsgi.multiprocess",
-            "SERVER_PROTOCOL", "REQUEST_METHOD")
+            "SERVER_PROTOCOL", "REQUEST_METHOD", "SERVER_SOFTWARE")
     data = {k: request.META.get(k) for k in keys}
     data["headers"] = {k: v for k, v in request.META.items() if k.startswith("HTTP_")}
     return JsonResponse(data)
