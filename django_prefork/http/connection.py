@@ -24,8 +24,9 @@ from .errors import (
 )
 from .parser import Limits, RequestHead, find_head_end, parse_head
 from .response import Response
+from .settings import CoreSettings
+from .util import header_environ_key
 from .wsgi import (
-    HEADER_MAPS,
     SERVER_SOFTWARE,
     ErrorStream,
     FileWrapper,
@@ -38,11 +39,6 @@ RECV_SIZE = 64 * 1024
 #: Most unread body bytes discarded after a response to keep the connection alive.
 DRAIN_LIMIT = 64 * 1024
 
-_DEFAULT_SCHEME_HEADERS = {
-    "X-FORWARDED-PROTOCOL": "ssl",
-    "X-FORWARDED-PROTO": "https",
-    "X-FORWARDED-SSL": "on",
-}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MSG_MORE: int = getattr(socket, "MSG_MORE", 0)  # Linux
 _MSG_WAITALL: int = getattr(socket, "MSG_WAITALL", 0)
@@ -64,12 +60,12 @@ _EMPTY_INPUT = _EmptyInput(None)
 
 
 class ServerContext:
-    """What every connection of a worker shares: the app, the config read once, the logs."""
+    """What every connection of a worker shares: the app, the settings read once, the logs."""
 
     def __init__(
         self,
         app: Any,
-        cfg: Any,
+        settings: CoreSettings,
         access_log: Any = None,
         error_log: logging.Logger | None = None,
         multithread: bool = False,
@@ -92,41 +88,25 @@ class ServerContext:
         self.draining = False
         self.current_request: str | None = None
 
-        self.limits = Limits(
-            getattr(cfg, "limit_request_line", 4094),
-            getattr(cfg, "limit_request_fields", 100),
-            getattr(cfg, "limit_request_field_size", 8190),
-            getattr(cfg, "limit_request_body", 0),
-        )
+        self.limits = Limits.from_settings(settings)
         #: Seconds to receive a complete head, from the start of handle_request (0 = none).
-        self.header_timeout = float(getattr(cfg, "header_timeout", 30) or 0)
-        header_map = getattr(cfg, "header_map", "drop") or "drop"
-        if header_map not in HEADER_MAPS:
-            raise ValueError(f"header_map must be one of {HEADER_MAPS}, not {header_map!r}")
-        self.header_map = header_map
-        self.is_ssl = bool(getattr(cfg, "is_ssl", False))
-        self.default_scheme = "https" if self.is_ssl else "http"
-        self.use_sendfile = not self.is_ssl
+        self.header_timeout = settings.header_timeout
+        self.header_map = settings.header_map
         #: How a file goes out: `sock.sendfile(file, offset, count)` unless a worker class
         #: sets a function `(sock, file, offset, count) -> bytes sent` (gevent does).
         self.sendfile: Any = None
 
-        allow = getattr(cfg, "forwarded_allow_ips", None) or ["127.0.0.1", "::1"]
-        if isinstance(allow, str):
-            allow = allow.split(",")
-        allow = [a.strip() for a in allow if a.strip()]
+        allow = settings.forwarded_allow_ips
         self.trust_all = "*" in allow
         self.trusted_ips = frozenset(a for a in allow if "/" not in a)
         self.trusted_networks = tuple(
             ipaddress.ip_network(a, strict=False) for a in allow if "/" in a
         )
-        headers = getattr(cfg, "secure_scheme_headers", None)
-        if headers is None:
-            headers = _DEFAULT_SCHEME_HEADERS
-        # (environ key, lower-case value meaning https); names with "_" never reach the environ
+        # (environ key, lower-case value meaning https); names with "_" never reach the
+        # environ under the default header_map, so such a setting would never match.
         self.scheme_headers = tuple(
-            ("HTTP_" + name.upper().replace("-", "_"), str(value).strip().lower())
-            for name, value in headers.items()
+            (header_environ_key(name), value.strip().lower())
+            for name, value in settings.secure_scheme_headers
         )
 
         self.base_environ: dict[str, Any] = {
@@ -193,9 +173,7 @@ class HTTPConnection:
         self.request_line = ""
         self.response_started = False
         # sendfile() writes raw bytes: never through TLS (stdlib or gevent SSL sockets).
-        self.can_sendfile = (
-            ctx.use_sendfile and hasattr(sock, "sendfile") and not hasattr(sock, "do_handshake")
-        )
+        self.can_sendfile = hasattr(sock, "sendfile") and not hasattr(sock, "do_handshake")
         # A TCP socket without TLS: send/recv flags are allowed (TLS sockets refuse them) and
         # there are segments to merge (send_last, recv_body_exact).
         self.plain_tcp = self.can_sendfile and isinstance(server_addr, tuple)
@@ -369,7 +347,7 @@ class HTTPConnection:
             self._reader = reader = None
             wsgi_input = _EMPTY_INPUT
         environ = build_environ(
-            self._base, head, wsgi_input, ctx.default_scheme, ctx.scheme_headers,
+            self._base, head, wsgi_input, ctx.scheme_headers,
             self._peer_trusted, self._unix, ctx.header_map,
         )  # fmt: skip
         if type(reader) is SpooledReader:
@@ -390,8 +368,7 @@ class HTTPConnection:
         ctx = self.ctx
         access_log = ctx.access_log
         start = time.time() if access_log is not None else 0.0
-        keep = ctx.keepalive and head.keep_alive
-        response = Response(self, head.method == "HEAD", head.version == "1.1", keep)
+        response = Response(self, head.method == "HEAD", head.version == "1.1", head.keep_alive)
         result = None
         ok = False
         try:
@@ -429,6 +406,11 @@ class HTTPConnection:
                             "Error closing the response of %s", self.request_line
                         )
                         ok = False
+        if response.mismatch:
+            ctx.error_log.warning(
+                "%s: sent %d body bytes but Content-Length is %d; closing the connection",
+                self.request_line, response.sent, response.length,
+            )  # fmt: skip
         if access_log is not None:
             try:
                 access_log.log(
@@ -459,7 +441,18 @@ class HTTPConnection:
         except OSError:  # ClientDisconnected, InvalidBody, timeout
             return False
 
-    def body_allows_keep_alive(self) -> bool:
+    # -- the response's sink (response.Sink) ------------------------------------------------
+
+    def may_persist(self) -> bool:
+        """The server's side of keep-alive when the head is built: enabled for this worker,
+        no drain under way, and what the app left of the body can be discarded."""
+        ctx = self.ctx
+        return ctx.keepalive and not ctx.draining and self._body_finishable()
+
+    def head_sent(self) -> None:
+        self.response_started = True
+
+    def _body_finishable(self) -> bool:
         """Predict, at header time, whether the rest of the body can be discarded."""
         reader = self._reader
         if reader is None or reader.done:

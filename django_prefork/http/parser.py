@@ -18,6 +18,7 @@ One parser is created per message (about 1 µs): no state carries over between r
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import httptools
 
@@ -36,6 +37,9 @@ from .errors import (
     VersionNotSupported,
 )
 
+if TYPE_CHECKING:
+    from .settings import CoreSettings
+
 #: Head size cap when a limit is 0 ("unlimited"): memory stays bounded anyway.
 UNLIMITED_HEAD = 1 << 20
 
@@ -45,16 +49,15 @@ UNLIMITED_CHUNK_LINE = 1 << 16
 
 
 class Limits:
-    """The request-size policy, read once from the config."""
+    """The request-size policy, read once from the settings."""
 
     __slots__ = ("body", "chunk_line", "field_size", "fields", "line", "max_head")
 
-    def __init__(self, line: int = 4094, fields: int = 100, field_size: int = 8190,
-                 body: int = 0) -> None:
-        self.line = int(line or 0)
-        self.fields = int(fields or 0)
-        self.field_size = int(field_size or 0)
-        self.body = int(body or 0)  # 0: unlimited
+    def __init__(self, *, line: int, fields: int, field_size: int, body: int) -> None:
+        self.line = line
+        self.fields = fields
+        self.field_size = field_size
+        self.body = body  # 0: unlimited
         if self.line and self.fields and self.field_size:
             # request line + every field line + CRLFs + the empty line
             self.max_head = self.line + 2 + self.fields * (self.field_size + 2) + 2
@@ -62,6 +65,15 @@ class Limits:
             self.max_head = UNLIMITED_HEAD
         # A chunk-size line (with extensions) is bounded like a field line.
         self.chunk_line = self.field_size or UNLIMITED_CHUNK_LINE
+
+    @classmethod
+    def from_settings(cls, settings: CoreSettings) -> Limits:
+        return cls(
+            line=settings.limit_request_line,
+            fields=settings.limit_request_fields,
+            field_size=settings.limit_request_field_size,
+            body=settings.limit_request_body,
+        )
 
 
 class _Protocol:

@@ -11,9 +11,9 @@ from django_prefork.logging import ErrorStream
 
 from .errors import BadRequest, InvalidSchemeHeaders
 from .parser import RequestHead
+from .util import header_environ_key
 
 __all__ = [
-    "HEADER_MAPS",
     "SERVER_SOFTWARE",
     "ErrorStream",
     "FileWrapper",
@@ -83,7 +83,6 @@ class FileWrapper:
 # names come from clients.
 _KEYS: dict[bytes, str] = {}
 _KEYS_MAX = 512
-HEADER_MAPS = ("drop", "refuse", "dangerous")
 
 
 def _environ_key(name: bytes, header_map: str) -> str:
@@ -94,9 +93,7 @@ def _environ_key(name: bytes, header_map: str) -> str:
     runserver), refused (400) or, "dangerous", mapped anyway (gunicorn's setting).
     """
     text = name.decode("latin-1")
-    key = text.upper().replace("-", "_")
-    if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        key = "HTTP_" + key
+    key = header_environ_key(text)
     if "_" in text:
         if header_map == "refuse":
             raise BadRequest(f"header name with underscore: {text!r}")
@@ -122,7 +119,6 @@ def build_environ(
     base: dict[str, Any],
     head: RequestHead,
     wsgi_input: Any,
-    scheme: str,
     scheme_headers: tuple[tuple[str, str], ...],
     trusted: Callable[[], bool],
     unix: bool,
@@ -130,7 +126,8 @@ def build_environ(
 ) -> dict[str, Any]:
     """The environ of one request: a copy of the connection's prepared `base` plus the request.
 
-    `scheme_headers` are (environ key, value meaning https) pairs, obeyed only when
+    The scheme is "http" unless `scheme_headers`, (environ key, value meaning https) pairs,
+    say otherwise; they are obeyed only when
     `trusted()` (asked only if one is present) says the peer is a trusted proxy; `unix` means
     SERVER_NAME/PORT come from the Host header; `header_map` says what to do with header
     names containing "_" (see `_environ_key`).
@@ -193,8 +190,7 @@ def build_environ(
                 secure = this
             elif secure is not this:
                 raise InvalidSchemeHeaders("contradictory scheme headers")
-    if secure is not None:
-        scheme = "https" if secure else "http"
+    scheme = "https" if secure else "http"
     environ["wsgi.url_scheme"] = scheme
 
     if unix:

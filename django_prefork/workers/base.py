@@ -19,6 +19,7 @@ import traceback
 from typing import Any
 
 from django_prefork.http.connection import ServerContext
+from django_prefork.http.settings import CoreSettings
 from django_prefork.server.sockets import Listener
 from django_prefork.workers.heartbeat import Heartbeat
 from django_prefork.workers.loadboard import LoadBoard
@@ -101,7 +102,7 @@ class Worker:
 
         return ServerContext(
             self.app,
-            self.cfg,
+            CoreSettings.from_config(self.cfg),
             access_log=make_access_logger(self.cfg),
             error_log=log,
             multithread=self.multithread,

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 from corpus_cases import load_case, load_cases
-from httphelpers import exchange, make_ctx, simple_app
+from httphelpers import exchange, make_ctx, make_limits, simple_app
 
+from django_prefork.conf import ConfigError
 from django_prefork.http.connection import HTTPConnection
 from django_prefork.http.errors import BodyTooLarge, InvalidBody
-from django_prefork.http.parser import ChunkedDecoder, Limits, head_ready
+from django_prefork.http.parser import ChunkedDecoder, head_ready
 from testproject.parse import application as parse_app
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -49,8 +50,8 @@ def test_header_map(mode, status, seen):
         assert environs == []
 
 
-def test_header_map_checked_once():
-    with pytest.raises(ValueError, match="header_map"):
+def test_header_map_checked_once_by_the_registry():
+    with pytest.raises(ConfigError, match=r"HEADER_MAP.*'maybe'"):
         make_ctx(simple_app(), header_map="maybe")
 
 
@@ -154,7 +155,7 @@ def test_chunked_decoder_same_result_at_every_split(case):
     """Feeding a chunked body in two pieces, split anywhere, decodes or fails the same."""
     raw = case.raw
     body = raw[raw.index(b"\r\n\r\n") + 4 :]
-    limits = Limits(body=4096)
+    limits = make_limits(limit_request_body=4096)
 
     def run(pieces):
         decoder = ChunkedDecoder(limits)
@@ -177,7 +178,7 @@ def test_chunked_decoder_same_result_at_every_split(case):
 
 
 def test_head_ready():
-    limits = Limits()
+    limits = make_limits()
     assert not head_ready(b"", limits)
     assert not head_ready(b"\r\n", limits)
     assert not head_ready(b"\r", limits)
