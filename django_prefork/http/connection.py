@@ -23,6 +23,7 @@ from .errors import (
     status_for,
 )
 from .parser import Limits, RequestHead, find_head_end, parse_head
+from .rejectlog import RateLimitedWarnings, describe_peer, safe_reason
 from .response import Response
 from .settings import CoreSettings
 from .util import header_environ_key
@@ -84,6 +85,8 @@ class ServerContext:
         self.recv_first = recv_first and bool(_MSG_DONTWAIT)
         self.access_log = access_log
         self.error_log = error_log or logging.getLogger("django_prefork.error")
+        #: One warning per rejected request, rate-limited per worker (issue 15.8).
+        self.reject_log = RateLimitedWarnings(self.error_log)
         self.keepalive = bool(keepalive)
         self.draining = False
         self.current_request: str | None = None
@@ -378,7 +381,7 @@ class HTTPConnection:
         except ClientDisconnected as exc:
             ctx.error_log.debug("%s: client went away: %s", self.request_line, exc)
         except InvalidBody as exc:  # a bad or too large chunked body the app did not handle
-            ctx.error_log.debug("%s: invalid request body: %s", self.request_line, exc)
+            self._log_rejected(status_for(exc), exc)
             if not response.headers_sent:
                 response.status = "400 Bad Request" if status_for(exc) == 400 else (
                     "413 Content Too Large")
@@ -464,14 +467,19 @@ class HTTPConnection:
     def _refuse(self, exc: BaseException) -> None:
         """Answer a request we will not run, then the caller closes (nothing more is read)."""
         status = status_for(exc)
-        log = self.ctx.error_log
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("Invalid request from %s: %d %s", self.client_addr, status, exc)
+        self._log_rejected(status, exc)
         self._send_quietly(error_response(status))
         try:  # FIN after the response: the client reads it before any reset for unread bytes
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+    def _log_rejected(self, status: int, exc: BaseException) -> None:
+        """The one warning line of a rejected request: peer, status, reason; no payload."""
+        self.ctx.reject_log.warning(
+            "Invalid request from %s: %d %s", describe_peer(self.client_addr), status,
+            safe_reason(exc),
+        )  # fmt: skip
 
     # -- socket I/O used by body readers and the response -----------------------------------
 
