@@ -39,6 +39,23 @@ from .wsgi import (
 RECV_SIZE = 64 * 1024
 #: Most unread body bytes discarded after a response to keep the connection alive.
 DRAIN_LIMIT = 64 * 1024
+#: A head must also arrive at HEAD_MIN_RATE bytes a second on average, after a grace of
+#: HEAD_GRACE seconds (and always within `header_timeout`): a client trickling a head
+#: (slowloris) is cut off in about half a second instead of holding a sync worker, which
+#: serves one connection at a time, for the whole `header_timeout` (docs/security.md).
+HEAD_GRACE = 0.5
+HEAD_MIN_RATE = 1024
+
+
+def head_time_left(started: float, received: int, header_timeout: float, now: float) -> float:
+    """Seconds a client still has to complete a head it began receiving at `started`
+    (monotonic), `received` bytes so far: the earlier of `header_timeout` and the
+    minimum-rate deadline. Unbounded (inf) when `header_timeout` is 0."""
+    if not header_timeout:
+        return float("inf")
+    earned = started + HEAD_GRACE + received / HEAD_MIN_RATE
+    deadline = started + header_timeout
+    return (deadline if deadline < earned else earned) - now
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MSG_MORE: int = getattr(socket, "MSG_MORE", 0)  # Linux
@@ -228,9 +245,10 @@ class HTTPConnection:
     def _read_head(self) -> RequestHead | None:
         """Read until a complete head is buffered; None at EOF or timeout before any byte.
 
-        The whole head must arrive within `header_timeout` (from this call): each recv
-        waits at most what is left (never longer than the socket's own timeout), so a
-        client trickling bytes cannot hold the connection. A timeout with part of a head
+        The whole head must arrive within `header_timeout` (from this call), and at the
+        minimum rate (`head_time_left`): each recv waits at most what is left (never longer
+        than the socket's own timeout), so a client trickling bytes cannot hold the
+        connection. A timeout with part of a head
         received is a 408 (RFC 9110 §15.5.9); with nothing received, the connection is
         just closed (an idle keep-alive or pre-opened connection is not an error).
         """
@@ -253,7 +271,7 @@ class HTTPConnection:
                 if not buf:
                     return None  # EOF before a request
         timeout = self.ctx.header_timeout
-        deadline = time.monotonic() + timeout if timeout else 0.0
+        started = time.monotonic()
         original: Any = _UNSET
         changed = skipped = False
         try:
@@ -274,8 +292,8 @@ class HTTPConnection:
                         if end > 0:
                             break
                         scanned = max(0, len(buf) - 3)
-                if deadline:
-                    left = deadline - time.monotonic()
+                if timeout:
+                    left = head_time_left(started, len(buf), timeout, time.monotonic())
                     if left <= 0:
                         raise TimeoutError("header_timeout")
                     if original is _UNSET:

@@ -9,8 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from django_prefork.conf.registry import SETTINGS_BY_NAME
+
 if TYPE_CHECKING:
     from django_prefork.conf import Config
+
+
+def _default(name: str) -> int:
+    value: int = SETTINGS_BY_NAME[name].default
+    return value
+
+
+def _maximum(name: str) -> int:
+    value: int = SETTINGS_BY_NAME[name].rule.hi  # type: ignore[attr-defined]
+    return value
 
 
 @dataclass(frozen=True)
@@ -28,11 +40,20 @@ class CoreSettings:
 
     @classmethod
     def from_config(cls, cfg: Config) -> CoreSettings:
-        """The core's view of a validated `Config` (from `load_config`)."""
+        """The core's view of a validated `Config` (from `load_config`).
+
+        0 for the header limits means what it means in gunicorn: `limit_request_fields` the
+        maximum (32768), `limit_request_field_size` the default (8190; gunicorn sizes its
+        head buffer with it). `limit_request_line` 0 stays unlimited (the head is capped).
+        """
         return cls(
             limit_request_line=cfg.limit_request_line,
-            limit_request_fields=cfg.limit_request_fields,
-            limit_request_field_size=cfg.limit_request_field_size,
+            limit_request_fields=(
+                cfg.limit_request_fields or _maximum("limit_request_fields")
+            ),
+            limit_request_field_size=(
+                cfg.limit_request_field_size or _default("limit_request_field_size")
+            ),
             limit_request_body=cfg.limit_request_body,
             header_timeout=float(cfg.header_timeout),
             header_map=cfg.header_map,
