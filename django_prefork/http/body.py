@@ -219,7 +219,7 @@ def spool_chunked(reader: ChunkedReader, memory_max: int = SPOOL_MEMORY_MAX) -> 
     except BaseException:
         file.close()
         raise
-    return SpooledReader(file, total)  # type: ignore[arg-type]
+    return SpooledReader(file, total)
 
 
 class Body:

@@ -520,9 +520,10 @@ class HTTPConnection:
             self._buf = buf[n:]
             return buf[:n]
         try:
-            return self.sock.recv(n if n < RECV_SIZE * 4 else RECV_SIZE * 4)
+            data: bytes = self.sock.recv(n if n < RECV_SIZE * 4 else RECV_SIZE * 4)
         except OSError as exc:
             raise ClientDisconnected(f"reading the request body: {exc}") from exc
+        return data
 
     def recv_body_exact(self, n: int) -> bytes:
         """`n` body bytes in one piece (fewer only at EOF): buffered ones first, the rest
@@ -594,9 +595,12 @@ class HTTPConnection:
     def sendfile(self, file: Any, offset: int, count: int) -> int:
         try:
             sendfile = self.ctx.sendfile
+            sent: int
             if sendfile is not None:
-                return sendfile(self.sock, file, offset, count)
-            return self.sock.sendfile(file, offset, count)
+                sent = sendfile(self.sock, file, offset, count)
+            else:
+                sent = self.sock.sendfile(file, offset, count)
+            return sent
         except OSError as exc:
             raise ClientDisconnected(f"sending a file: {exc}") from exc
 

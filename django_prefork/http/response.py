@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .errors import ResponseError
@@ -100,7 +101,6 @@ class Response:
 
     __slots__ = (
         "chunked",
-        "code",
         "head_request",
         "headers",
         "headers_sent",
@@ -124,7 +124,6 @@ class Response:
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
         self.headers_sent = False
-        self.code = 0
         self.chunked = False
         self.length: int | None = None
         self.no_body = False
@@ -135,7 +134,9 @@ class Response:
 
     # -- PEP 3333 ---------------------------------------------------------------------------
 
-    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None):
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
         """Record status and headers; they are sent with the first body bytes."""
         if exc_info is not None:
             try:
@@ -217,7 +218,6 @@ class Response:
         # The response's version is the request's (as gunicorn; RFC 9112 §2.3 would also
         # allow 1.1, but some HTTP/1.0 clients and monitors expect their own back).
         status_line = (_VERSION_11 if self.http11 else _VERSION_10) + status_line
-        self.code = code
         head_request = self.head_request
         no_body = head_request or code < 200 or code == 204 or code == 304  # RFC 9110 §6.4.1
         self.no_body = no_body

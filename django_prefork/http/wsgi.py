@@ -40,7 +40,7 @@ def reads_content_length_only(app: Any) -> bool:
     body first and sets CONTENT_LENGTH (`body.spool_chunked`). Any other WSGI app reads
     `wsgi.input` to its end itself (`wsgi.input_terminated`) and gets the body streamed.
     """
-    from django.core.handlers.wsgi import WSGIHandler
+    from django.core.handlers.wsgi import WSGIHandler  # type: ignore[import-untyped, unused-ignore]
 
     seen: set[int] = set()
     for _ in range(_WRAP_DEPTH):
@@ -181,11 +181,11 @@ def build_environ(
 
     secure = None
     for key, https_value in scheme_headers:
-        value = environ.get(key)
-        if value is not None:
+        claimed = environ.get(key)
+        if claimed is not None:
             if not trusted():
                 break
-            this = value.strip().lower() == https_value
+            this = claimed.strip().lower() == https_value
             if secure is None:
                 secure = this
             elif secure is not this:
