@@ -119,3 +119,32 @@ def test_50_mb_chunked_upload_in_bounded_memory(server):
     growth_mb = (peak[0] - before) / 1024
     assert growth_mb < 20, f"worker PSS grew by {growth_mb:.1f} MB during a 50 MB upload"
     assert worker_pid(server) == pid  # the same worker served it and lives on
+
+
+def test_chunked_multipart_upload_reaches_request_files(server):
+    # What a browser-like client behind a streaming proxy sends: a form with a file, chunked.
+    data = bytes(range(256)) * 12 * 100  # 300 KB: Django spools it to a temporary file
+    boundary = b"----preforkboundary"
+    form = (b"--" + boundary + b"\r\n"
+            b'Content-Disposition: form-data; name="title"\r\n\r\nreport\r\n'
+            b"--" + boundary + b"\r\n"
+            b'Content-Disposition: form-data; name="doc"; filename="r.bin"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n"
+            b"--" + boundary + b"--\r\n")  # fmt: skip
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=60)
+    try:
+        conn.request("POST", "/upload_files",
+                     body=iter([form[i : i + PIECE] for i in range(0, len(form), PIECE)]),
+                     encode_chunked=True,
+                     headers={"Content-Type": "multipart/form-data; boundary="
+                              + boundary.decode(), "Transfer-Encoding": "chunked"})
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    assert response.status == 200, body[:2000]
+    assert json.loads(body) == {
+        "files": {"doc": {"name": "r.bin", "size": len(data),
+                          "sha256": hashlib.sha256(data).hexdigest()}},
+        "fields": {"title": "report"},
+    }

@@ -7,6 +7,7 @@ urlpatterns = [
     path("echo", views.echo),
     path("upload", views.upload),
     path("upload_stream", views.upload_stream),
+    path("upload_files", views.upload_files),
     path("download", views.download),
     path("stream", views.stream),
     path("stream_fail", views.stream_fail),

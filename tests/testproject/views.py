@@ -43,6 +43,18 @@ def upload_stream(request):
                          "transfer_encoding": request.META.get("HTTP_TRANSFER_ENCODING")})
 
 
+@csrf_exempt
+def upload_files(request):
+    """Name, size and SHA-256 of each uploaded file (a multipart form, as browsers send)."""
+    files = {}
+    for name, upload in request.FILES.items():
+        digest = hashlib.sha256()
+        for chunk in upload.chunks():
+            digest.update(chunk)
+        files[name] = {"name": upload.name, "size": upload.size, "sha256": digest.hexdigest()}
+    return JsonResponse({"files": files, "fields": dict(request.POST.items())})
+
+
 def pattern(size: int) -> bytes:
     block = bytes(range(256))
     return (block * (size // 256 + 1))[:size]
