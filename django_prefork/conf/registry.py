@@ -195,7 +195,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "limit_request_field_size", ("--limit-request-field-size",), 8190, IntRule(0),
         "Request limits",
-        "Maximum size in bytes of one header field (0 = unlimited).", metavar="INT",
+        "Maximum size in bytes of one header field line with its CRLF, as gunicorn counts "
+        "(0 = the default, 8190, as gunicorn).", metavar="INT",
     ),
     Setting(
         "header_timeout", ("--header-timeout",), 30, IntRule(0), "Request limits",

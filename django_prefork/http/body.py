@@ -8,7 +8,8 @@ client asked for it) and `unread(data)` gives back bytes of the next message.
 
 from __future__ import annotations
 
-from typing import Protocol
+import tempfile
+from typing import IO, Protocol
 
 from .errors import IncompleteBody, InvalidBody
 from .parser import ChunkedDecoder, Limits
@@ -159,12 +160,74 @@ class ChunkedReader:
         return self.done
 
 
+#: A chunked body read whole before the application runs (`spool_chunked`) stays in memory
+#: up to this size; a larger one goes to a temporary file (in `tempfile.gettempdir()`), so a
+#: worker's memory does not grow with the upload.
+SPOOL_MEMORY_MAX = 1 << 20
+
+
+class SpooledReader:
+    """A chunked body already received whole, read back from memory or a temporary file.
+
+    For applications that read `CONTENT_LENGTH` bytes and nothing else (Django): the server
+    decodes the body first and tells them its length (docs/http.md, "Chunked uploads").
+    """
+
+    __slots__ = ("_file", "failed", "length", "remaining")
+
+    def __init__(self, file: IO[bytes], length: int) -> None:
+        self._file = file
+        self.length = length
+        self.remaining = length
+        self.failed = False
+
+    @property
+    def done(self) -> bool:
+        """Always: nothing of this message is left on the socket."""
+        return True
+
+    def read_some(self, size: int) -> bytes:
+        """Up to `size` bytes (at least one unless the body is finished)."""
+        if size > self.remaining:
+            size = self.remaining
+        if size <= 0:
+            return b""
+        data = self._file.read(size)
+        self.remaining -= len(data)
+        return data
+
+    def drain(self, budget: int) -> bool:
+        """Nothing to discard from the socket."""
+        return True
+
+    def close(self) -> None:
+        """Free the memory or delete the temporary file."""
+        self._file.close()
+
+
+def spool_chunked(reader: ChunkedReader, memory_max: int = SPOOL_MEMORY_MAX) -> SpooledReader:
+    """Decode a whole chunked body from `reader` into memory, or a temporary file past
+    `memory_max` bytes. The decoder's limit (`limit_request_body`, 413) bounds the total;
+    errors propagate as the reader raises them (InvalidBody, BodyTooLarge, OSError)."""
+    file = tempfile.SpooledTemporaryFile(max_size=memory_max)  # noqa: SIM115 (closed by the reader)
+    try:
+        total = 0
+        while data := reader.read_some(READ_CHUNK):
+            file.write(data)
+            total += len(data)
+        file.seek(0)
+    except BaseException:
+        file.close()
+        raise
+    return SpooledReader(file, total)
+
+
 class Body:
     """The `wsgi.input` stream (PEP 3333): read, readline, readlines, iteration."""
 
     __slots__ = ("_buf", "_reader")
 
-    def __init__(self, reader: LengthReader | ChunkedReader | None) -> None:
+    def __init__(self, reader: LengthReader | ChunkedReader | SpooledReader | None) -> None:
         self._reader = reader
         self._buf = b""  # read ahead by readline
 
@@ -252,7 +315,7 @@ class Body:
         """Nothing to release: the connection owns the socket."""
 
 
-def _exact(reader: LengthReader | ChunkedReader | None) -> bool:
+def _exact(reader: LengthReader | ChunkedReader | SpooledReader | None) -> bool:
     """Whether a large read from `reader` goes through read_exact (a length body with
     EXACT_MIN to EXACT_MAX bytes left)."""
     return type(reader) is LengthReader and EXACT_MIN <= reader.remaining <= EXACT_MAX

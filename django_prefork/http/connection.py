@@ -12,7 +12,7 @@ import socket
 import time
 from typing import Any
 
-from .body import Body, ChunkedReader, LengthReader
+from .body import Body, ChunkedReader, LengthReader, SpooledReader, spool_chunked
 from .errors import (
     BadRequest,
     ClientDisconnected,
@@ -23,19 +23,40 @@ from .errors import (
     status_for,
 )
 from .parser import Limits, RequestHead, find_head_end, parse_head
+from .rejectlog import RateLimitedWarnings, describe_peer, safe_reason
 from .response import Response
-from .wsgi import HEADER_MAPS, SERVER_SOFTWARE, ErrorStream, FileWrapper, build_environ
+from .settings import CoreSettings
+from .util import header_environ_key
+from .wsgi import (
+    SERVER_SOFTWARE,
+    ErrorStream,
+    FileWrapper,
+    build_environ,
+    reads_content_length_only,
+)
 
 #: Bytes asked of one recv().
 RECV_SIZE = 64 * 1024
 #: Most unread body bytes discarded after a response to keep the connection alive.
 DRAIN_LIMIT = 64 * 1024
+#: A head must also arrive at HEAD_MIN_RATE bytes a second on average, after a grace of
+#: HEAD_GRACE seconds (and always within `header_timeout`): a client trickling a head
+#: (slowloris) is cut off in about half a second instead of holding a sync worker, which
+#: serves one connection at a time, for the whole `header_timeout` (docs/security.md).
+HEAD_GRACE = 0.5
+HEAD_MIN_RATE = 1024
 
-_DEFAULT_SCHEME_HEADERS = {
-    "X-FORWARDED-PROTOCOL": "ssl",
-    "X-FORWARDED-PROTO": "https",
-    "X-FORWARDED-SSL": "on",
-}
+
+def head_time_left(started: float, received: int, header_timeout: float, now: float) -> float:
+    """Seconds a client still has to complete a head it began receiving at `started`
+    (monotonic), `received` bytes so far: the earlier of `header_timeout` and the
+    minimum-rate deadline. Unbounded (inf) when `header_timeout` is 0."""
+    if not header_timeout:
+        return float("inf")
+    earned = started + HEAD_GRACE + received / HEAD_MIN_RATE
+    deadline = started + header_timeout
+    return (deadline if deadline < earned else earned) - now
+
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MSG_MORE: int = getattr(socket, "MSG_MORE", 0)  # Linux
 _MSG_WAITALL: int = getattr(socket, "MSG_WAITALL", 0)
@@ -57,12 +78,12 @@ _EMPTY_INPUT = _EmptyInput(None)
 
 
 class ServerContext:
-    """What every connection of a worker shares: the app, the config read once, the logs."""
+    """What every connection of a worker shares: the app, the settings read once, the logs."""
 
     def __init__(
         self,
         app: Any,
-        cfg: Any,
+        settings: CoreSettings,
         access_log: Any = None,
         error_log: logging.Logger | None = None,
         multithread: bool = False,
@@ -80,53 +101,42 @@ class ServerContext:
         #: `(method, target) -> response bytes or None`: /-/live and /-/ready answered
         #: before the app (django_prefork.metrics.health), None when off.
         self.health_check = health_check
+        #: Read a chunked body whole before calling the app, and give it a CONTENT_LENGTH:
+        #: Django reads nothing without one (docs/http.md, "Chunked uploads").
+        self.spool_chunked = reads_content_length_only(app)
         #: The workers' sockets are OS sockets in blocking mode (timeouts set in the kernel):
         #: a head is first read with MSG_DONTWAIT, without switching the socket to timeout
         #: mode (see HTTPConnection._read_head). Not for gevent's cooperative sockets.
         self.recv_first = recv_first and bool(_MSG_DONTWAIT)
         self.access_log = access_log
         self.error_log = error_log or logging.getLogger("django_prefork.error")
+        #: One warning per rejected request, rate-limited per worker (issue 15.8).
+        self.reject_log = RateLimitedWarnings(self.error_log)
         self.keepalive = bool(keepalive)
         self.draining = False
         #: Set by the worker (workers/inflight.py): `begin(conn)` and `end()` around each
         #: request, so the timeout watch knows which thread or greenlet runs which request.
         self.request_tracker: Any = None
 
-        self.limits = Limits(
-            getattr(cfg, "limit_request_line", 4094),
-            getattr(cfg, "limit_request_fields", 100),
-            getattr(cfg, "limit_request_field_size", 8190),
-            getattr(cfg, "limit_request_body", 0),
-        )
+        self.limits = Limits.from_settings(settings)
         #: Seconds to receive a complete head, from the start of handle_request (0 = none).
-        self.header_timeout = float(getattr(cfg, "header_timeout", 30) or 0)
-        header_map = getattr(cfg, "header_map", "drop") or "drop"
-        if header_map not in HEADER_MAPS:
-            raise ValueError(f"header_map must be one of {HEADER_MAPS}, not {header_map!r}")
-        self.header_map = header_map
-        self.is_ssl = bool(getattr(cfg, "is_ssl", False))
-        self.default_scheme = "https" if self.is_ssl else "http"
-        self.use_sendfile = not self.is_ssl
+        self.header_timeout = settings.header_timeout
+        self.header_map = settings.header_map
         #: How a file goes out: `sock.sendfile(file, offset, count)` unless a worker class
         #: sets a function `(sock, file, offset, count) -> bytes sent` (gevent does).
         self.sendfile: Any = None
 
-        allow = getattr(cfg, "forwarded_allow_ips", None) or ["127.0.0.1", "::1"]
-        if isinstance(allow, str):
-            allow = allow.split(",")
-        allow = [a.strip() for a in allow if a.strip()]
+        allow = settings.forwarded_allow_ips
         self.trust_all = "*" in allow
         self.trusted_ips = frozenset(a for a in allow if "/" not in a)
         self.trusted_networks = tuple(
             ipaddress.ip_network(a, strict=False) for a in allow if "/" in a
         )
-        headers = getattr(cfg, "secure_scheme_headers", None)
-        if headers is None:
-            headers = _DEFAULT_SCHEME_HEADERS
-        # (environ key, lower-case value meaning https); names with "_" never reach the environ
+        # (environ key, lower-case value meaning https); names with "_" never reach the
+        # environ under the default header_map, so such a setting would never match.
         self.scheme_headers = tuple(
-            ("HTTP_" + name.upper().replace("-", "_"), str(value).strip().lower())
-            for name, value in headers.items()
+            (header_environ_key(name), value.strip().lower())
+            for name, value in settings.secure_scheme_headers
         )
 
         self.base_environ: dict[str, Any] = {
@@ -189,7 +199,7 @@ class HTTPConnection:
         self._buf = b""
         self._closed = False
         self._expect_continue = False
-        self._reader: LengthReader | ChunkedReader | None = None
+        self._reader: LengthReader | ChunkedReader | SpooledReader | None = None
         self._trusted: bool | None = None
         self.request_line = ""
         self.response_started = False
@@ -197,9 +207,7 @@ class HTTPConnection:
         #: close`), e.g. gthread shedding keep-alive connections at `worker_connections`.
         self.closing = False
         # sendfile() writes raw bytes: never through TLS (stdlib or gevent SSL sockets).
-        self.can_sendfile = (
-            ctx.use_sendfile and hasattr(sock, "sendfile") and not hasattr(sock, "do_handshake")
-        )
+        self.can_sendfile = hasattr(sock, "sendfile") and not hasattr(sock, "do_handshake")
         # A TCP socket without TLS: send/recv flags are allowed (TLS sockets refuse them) and
         # there are segments to merge (send_last, recv_body_exact).
         self.plain_tcp = self.can_sendfile and isinstance(server_addr, tuple)
@@ -247,20 +255,24 @@ class HTTPConnection:
             return False
         self.request_line = head.request_line()
         tracker = ctx.request_tracker
-        if tracker is None:
-            return self._run(environ, head)
-        tracker.begin(self)
+        if tracker is not None:
+            tracker.begin(self)
         try:
             return self._run(environ, head)
         finally:
-            tracker.end()
+            if tracker is not None:
+                tracker.end()
+            reader = self._reader
+            if type(reader) is SpooledReader:
+                reader.close()
 
     def _read_head(self) -> RequestHead | None:
         """Read until a complete head is buffered; None at EOF or timeout before any byte.
 
-        The whole head must arrive within `header_timeout` (from this call): each recv
-        waits at most what is left (never longer than the socket's own timeout), so a
-        client trickling bytes cannot hold the connection. A timeout with part of a head
+        The whole head must arrive within `header_timeout` (from this call), and at the
+        minimum rate (`head_time_left`): each recv waits at most what is left (never longer
+        than the socket's own timeout), so a client trickling bytes cannot hold the
+        connection. A timeout with part of a head
         received is a 408 (RFC 9110 §15.5.9); with nothing received, the connection is
         just closed (an idle keep-alive or pre-opened connection is not an error).
         """
@@ -283,7 +295,7 @@ class HTTPConnection:
                 if not buf:
                     return None  # EOF before a request
         timeout = self.ctx.header_timeout
-        deadline = time.monotonic() + timeout if timeout else 0.0
+        started = time.monotonic()
         original: Any = _UNSET
         changed = skipped = False
         try:
@@ -304,8 +316,8 @@ class HTTPConnection:
                         if end > 0:
                             break
                         scanned = max(0, len(buf) - 3)
-                if deadline:
-                    left = deadline - time.monotonic()
+                if timeout:
+                    left = head_time_left(started, len(buf), timeout, time.monotonic())
                     if left <= 0:
                         raise TimeoutError("header_timeout")
                     if original is _UNSET:
@@ -360,26 +372,35 @@ class HTTPConnection:
     def _prepare(self, head: RequestHead) -> dict[str, Any]:
         """Body reader and environ for a parsed head."""
         self.response_started = False
+        self._expect_continue = head.expect_continue
+        ctx = self.ctx
+        reader: LengthReader | ChunkedReader | SpooledReader | None
         if head.chunked:
-            reader: LengthReader | ChunkedReader | None = ChunkedReader(self, self.ctx.limits)
-            wsgi_input = Body(reader)
+            chunked = ChunkedReader(self, ctx.limits)
+            self._reader = reader = chunked
             if self._buf:  # validate the chunks that came with the head (400, not an app error)
                 data = self._buf
                 self._buf = b""
-                reader.prefeed(data)  # type: ignore[union-attr]
+                chunked.prefeed(data)
+            if ctx.spool_chunked:
+                self._reader = reader = spool_chunked(chunked)
+            wsgi_input: Body = Body(reader)
         elif head.content_length:
-            reader = LengthReader(self, head.content_length)
+            self._reader = reader = LengthReader(self, head.content_length)
             wsgi_input = Body(reader)
         else:
-            reader = None
+            self._reader = reader = None
             wsgi_input = _EMPTY_INPUT
-        self._reader = reader
-        self._expect_continue = head.expect_continue
-        ctx = self.ctx
-        return build_environ(
-            self._base, head, wsgi_input, ctx.default_scheme, ctx.scheme_headers,
+        environ = build_environ(
+            self._base, head, wsgi_input, ctx.scheme_headers,
             self._peer_trusted, self._unix, ctx.header_map,
         )  # fmt: skip
+        if type(reader) is SpooledReader:
+            # The body is now length-delimited: say so, and do not let an app that forwards
+            # headers announce both framings (RFC 9112 §6.3).
+            environ["CONTENT_LENGTH"] = str(reader.length)
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return environ
 
     def _peer_trusted(self) -> bool:
         trusted = self._trusted
@@ -395,8 +416,7 @@ class HTTPConnection:
         start = time.time() if access_log is not None or recorder is not None else 0.0
         if recorder is not None:
             recorder = recorder.request_started()  # what counts this request's end
-        keep = ctx.keepalive and head.keep_alive and not self.closing
-        response = Response(self, head.method == "HEAD", head.version == "1.1", keep)
+        response = Response(self, head.method == "HEAD", head.version == "1.1", head.keep_alive)
         result = None
         ok = False
         try:
@@ -406,18 +426,20 @@ class HTTPConnection:
         except ClientDisconnected as exc:
             ctx.error_log.debug("%s: client went away: %s", self.request_line, exc)
         except InvalidBody as exc:  # a bad or too large chunked body the app did not handle
-            ctx.error_log.debug("%s: invalid request body: %s", self.request_line, exc)
+            self._log_rejected(status_for(exc), exc)
             if not response.headers_sent:
                 response.status = "400 Bad Request" if status_for(exc) == 400 else (
                     "413 Content Too Large")
                 response.headers = []
-                self._send_quietly(error_response(status_for(exc), response.head_request))
+                self._send_quietly(
+                    error_response(status_for(exc), response.head_request, not response.http11)
+                )
         except Exception:
             ctx.error_log.exception("Error handling request %s", self.request_line)
             if not response.headers_sent:
                 response.status = "500 Internal Server Error"
                 response.headers = []
-                self._send_quietly(error_response(500, response.head_request))
+                self._send_quietly(error_response(500, response.head_request, not response.http11))
         finally:
             if result is not None:
                 close = getattr(result, "close", None)
@@ -432,6 +454,11 @@ class HTTPConnection:
                             "Error closing the response of %s", self.request_line
                         )
                         ok = False
+        if response.mismatch:
+            ctx.error_log.warning(
+                "%s: sent %d body bytes but Content-Length is %d; closing the connection",
+                self.request_line, response.sent, response.length,
+            )  # fmt: skip
         if access_log is not None or recorder is not None:
             elapsed = time.time() - start
             status = response.status or "500 Internal Server Error"
@@ -465,7 +492,20 @@ class HTTPConnection:
         except OSError:  # ClientDisconnected, InvalidBody, timeout
             return False
 
-    def body_allows_keep_alive(self) -> bool:
+    # -- the response's sink (response.Sink) ------------------------------------------------
+
+    def may_persist(self) -> bool:
+        """The server's side of keep-alive when the head is built: enabled for this worker,
+        no drain under way, the worker has not marked this connection's last response
+        (`closing`), and what the app left of the body can be discarded."""
+        ctx = self.ctx
+        return (ctx.keepalive and not ctx.draining and not self.closing
+                and self._body_finishable())
+
+    def head_sent(self) -> None:
+        self.response_started = True
+
+    def _body_finishable(self) -> bool:
         """Predict, at header time, whether the rest of the body can be discarded."""
         reader = self._reader
         if reader is None or reader.done:
@@ -477,14 +517,19 @@ class HTTPConnection:
     def _refuse(self, exc: BaseException) -> None:
         """Answer a request we will not run, then the caller closes (nothing more is read)."""
         status = status_for(exc)
-        log = self.ctx.error_log
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("Invalid request from %s: %d %s", self.client_addr, status, exc)
+        self._log_rejected(status, exc)
         self._send_quietly(error_response(status))
         try:  # FIN after the response: the client reads it before any reset for unread bytes
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+    def _log_rejected(self, status: int, exc: BaseException) -> None:
+        """The one warning line of a rejected request: peer, status, reason; no payload."""
+        self.ctx.reject_log.warning(
+            "Invalid request from %s: %d %s", describe_peer(self.client_addr), status,
+            safe_reason(exc),
+        )  # fmt: skip
 
     # -- socket I/O used by body readers and the response -----------------------------------
 
@@ -507,9 +552,10 @@ class HTTPConnection:
             self._buf = buf[n:]
             return buf[:n]
         try:
-            return self.sock.recv(n if n < RECV_SIZE * 4 else RECV_SIZE * 4)
+            data: bytes = self.sock.recv(n if n < RECV_SIZE * 4 else RECV_SIZE * 4)
         except OSError as exc:
             raise ClientDisconnected(f"reading the request body: {exc}") from exc
+        return data
 
     def recv_body_exact(self, n: int) -> bytes:
         """`n` body bytes in one piece (fewer only at EOF): buffered ones first, the rest
@@ -581,9 +627,12 @@ class HTTPConnection:
     def sendfile(self, file: Any, offset: int, count: int) -> int:
         try:
             sendfile = self.ctx.sendfile
+            sent: int
             if sendfile is not None:
-                return sendfile(self.sock, file, offset, count)
-            return self.sock.sendfile(file, offset, count)
+                sent = sendfile(self.sock, file, offset, count)
+            else:
+                sent = self.sock.sendfile(file, offset, count)
+            return sent
         except OSError as exc:
             raise ClientDisconnected(f"sending a file: {exc}") from exc
 

@@ -110,23 +110,25 @@ def status_for(exc: BaseException) -> int:
     return 500
 
 
-_RESPONSES: dict[int, tuple[bytes, bytes, bytes]] = {}
+_RESPONSES: dict[tuple[int, bool], tuple[bytes, bytes, bytes]] = {}
 
 
-def error_response(status: int, head_only: bool = False) -> bytes:
-    """A short, complete response that closes the connection (static parts cached)."""
-    parts = _RESPONSES.get(status)
+def error_response(status: int, head_only: bool = False, http10: bool = False) -> bytes:
+    """A short, complete response that closes the connection (static parts cached);
+    `http10`: answer an HTTP/1.0 request in its version."""
+    parts = _RESPONSES.get((status, http10))
     if parts is None:
         reason = HTTPStatus(status).phrase
         body = f"{reason}\n".encode("ascii")
+        version = "HTTP/1.0" if http10 else "HTTP/1.1"
         head = (
-            f"HTTP/1.1 {status} {reason}\r\n"
+            f"{version} {status} {reason}\r\n"
             "Connection: close\r\n"
             "Content-Type: text/plain; charset=utf-8\r\n"
             f"Content-Length: {len(body)}\r\n"
             "Server: django-prefork\r\n"
         ).encode("ascii")
-        parts = _RESPONSES[status] = (head, b"\r\n", body)
+        parts = _RESPONSES[status, http10] = (head, b"\r\n", body)
     head, end, body = parts
     date = date_header().encode("ascii")
     return b"".join((head, date, end)) if head_only else b"".join((head, date, end, body))

@@ -18,6 +18,7 @@ One parser is created per message (about 1 µs): no state carries over between r
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import httptools
 
@@ -36,7 +37,10 @@ from .errors import (
     VersionNotSupported,
 )
 
-#: Head size cap when a limit is 0 ("unlimited"): memory stays bounded anyway.
+if TYPE_CHECKING:
+    from .settings import CoreSettings
+
+#: Head size cap whatever the limits (a limit of 0 included): memory stays bounded.
 UNLIMITED_HEAD = 1 << 20
 
 
@@ -45,23 +49,32 @@ UNLIMITED_CHUNK_LINE = 1 << 16
 
 
 class Limits:
-    """The request-size policy, read once from the config."""
+    """The request-size policy, read once from the settings."""
 
     __slots__ = ("body", "chunk_line", "field_size", "fields", "line", "max_head")
 
-    def __init__(self, line: int = 4094, fields: int = 100, field_size: int = 8190,
-                 body: int = 0) -> None:
-        self.line = int(line or 0)
-        self.fields = int(fields or 0)
-        self.field_size = int(field_size or 0)
-        self.body = int(body or 0)  # 0: unlimited
+    def __init__(self, *, line: int, fields: int, field_size: int, body: int) -> None:
+        self.line = line
+        self.fields = fields
+        self.field_size = field_size
+        self.body = body  # 0: unlimited
         if self.line and self.fields and self.field_size:
-            # request line + every field line + CRLFs + the empty line
-            self.max_head = self.line + 2 + self.fields * (self.field_size + 2) + 2
+            # request line + every field line + CRLFs + the empty line, within the cap
+            self.max_head = min(UNLIMITED_HEAD,
+                                self.line + 2 + self.fields * (self.field_size + 2) + 2)
         else:
             self.max_head = UNLIMITED_HEAD
         # A chunk-size line (with extensions) is bounded like a field line.
         self.chunk_line = self.field_size or UNLIMITED_CHUNK_LINE
+
+    @classmethod
+    def from_settings(cls, settings: CoreSettings) -> Limits:
+        return cls(
+            line=settings.limit_request_line,
+            fields=settings.limit_request_fields,
+            field_size=settings.limit_request_field_size,
+            body=settings.limit_request_body,
+        )
 
 
 class _Protocol:
@@ -140,7 +153,9 @@ def find_head_end(buf: bytes | bytearray, start: int, limits: Limits) -> int:
     if line and nl > line:
         raise RequestLineTooLong()
     size = limits.field_size
-    if size and len(buf) - buf.rfind(b"\n") - 1 > size + 1:
+    # The line in progress, with its CRLF still to come (one CR of it may be here already),
+    # counts as in parse_head: the CRLF is part of the limit.
+    if size and len(buf) - buf.rfind(b"\n") - 1 > size - 1:
         raise HeaderFieldTooLong()  # RFC 6585 §5 (431), for the field line in progress
     if len(buf) > limits.max_head:
         raise HeaderFieldTooLong()
@@ -211,9 +226,10 @@ def parse_head(data: bytes, limits: Limits) -> RequestHead:
     if limits.line and nl > limits.line:
         raise RequestLineTooLong()  # RFC 9112 §3 (414)
     size = limits.field_size
-    if size and len(data) - nl - 6 > size:  # some field line may be too long: look closer
+    if size and len(data) - nl - 4 > size:  # some field line may be too long: look closer
         for field_line in data[nl + 2 : -4].split(b"\r\n"):
-            if len(field_line) > size:
+            # gunicorn's documented rule: a field line and its CRLF count against the limit.
+            if len(field_line) + 2 > size:
                 raise HeaderFieldTooLong()  # RFC 6585 §5 (431)
     version = _check_request_line(data[:nl])
 
@@ -254,12 +270,12 @@ def parse_head(data: bytes, limits: Limits) -> RequestHead:
     codings: list[bytes] | None = None
     host: bytes | None = None
     hosts = 0
-    expect_continue = False
+    expect_continue = content_type = False
     close = keep_alive_token = False
     for name, value in headers:
         # Field names are tokens (checked by llhttp): a length test skips most of them.
         n = len(name)
-        if n != 14 and n != 17 and n != 4 and n != 10 and n != 6:
+        if n != 14 and n != 17 and n != 4 and n != 10 and n != 6 and n != 12:
             continue
         lname = name.lower()
         if lname == b"content-length":
@@ -274,6 +290,12 @@ def parse_head(data: bytes, limits: Limits) -> RequestHead:
             if codings is None:
                 codings = []
             codings.extend(c.strip(b" \t").lower() for c in value.split(b","))
+        elif lname == b"content-type":
+            # RFC 9110 §5.3, §8.3: a singleton field; two values could be read differently
+            # by a proxy and the app (gunicorn refuses them too).
+            if content_type:
+                raise BadRequest("duplicate Content-Type")
+            content_type = True
         elif lname == b"host":
             hosts += 1
             host = value

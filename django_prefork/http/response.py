@@ -11,14 +11,12 @@ from __future__ import annotations
 import os
 import re
 import stat
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from .errors import ResponseError
 from .util import date_header
 from .wsgi import FileWrapper
-
-if TYPE_CHECKING:
-    from .connection import HTTPConnection
 
 #: Below this, a body chunk is copied to join it with its framing (one syscall); above, the
 #: pieces are sent separately (no copy).
@@ -33,11 +31,14 @@ _SPECIAL = _HOP_BY_HOP | {"content-length", "date", "server"}
 _SERVER = "Server: django-prefork\r\n"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2
 _GOOD_NAMES: set[str] = set()
+# PEP 3333 status string -> (code, the status line after "HTTP/1.x ")
 _STATUS: dict[str, tuple[int, bytes]] = {}
+_VERSION_11 = b"HTTP/1.1 "
+_VERSION_10 = b"HTTP/1.0 "
 
 
 def _parse_status(status: Any) -> tuple[int, bytes]:
-    """(code, status line) of a PEP 3333 status string such as "200 OK"."""
+    """(code, status line without its version) of a PEP 3333 status string ("200 OK")."""
     if (
         type(status) is not str
         or len(status) < 3
@@ -47,7 +48,7 @@ def _parse_status(status: Any) -> tuple[int, bytes]:
     ):
         raise ResponseError(f"invalid status {status!r}")
     try:
-        line = f"HTTP/1.1 {status if len(status) > 3 else status + ' '}\r\n".encode("latin-1")
+        line = f"{status if len(status) > 3 else status + ' '}\r\n".encode("latin-1")
     except UnicodeEncodeError:
         raise ResponseError(f"invalid status {status!r}") from None
     code = int(status[:3])
@@ -56,6 +57,31 @@ def _parse_status(status: Any) -> tuple[int, bytes]:
     if len(_STATUS) < 256:
         _STATUS[status] = (code, line)
     return code, line
+
+
+class Sink(Protocol):
+    """Where a response goes (the connection), as `body.Source` is where a body comes from.
+
+    The sink also answers the one question only the connection can answer when the head
+    is built: may the connection carry another request after this response?
+    """
+
+    #: The socket can send files with sendfile() (plain TCP or unix, not TLS).
+    can_sendfile: bool
+
+    def send(self, data: bytes) -> None: ...
+
+    def send_last(self, data: bytes) -> None:
+        """Send the last bytes before the connection closes (with the FIN, if it can)."""
+
+    def sendfile(self, file: Any, offset: int, count: int) -> int:
+        """Send `count` bytes of `file` from `offset`; the number sent."""
+
+    def may_persist(self) -> bool:
+        """The server's side of keep-alive, now: enabled, not draining, body finishable."""
+
+    def head_sent(self) -> None:
+        """The response has started: no 100 Continue, no error response any more."""
 
 
 def _bad_header(headers: list[tuple[str, str]]) -> ResponseError:
@@ -75,38 +101,42 @@ class Response:
 
     __slots__ = (
         "chunked",
-        "code",
-        "conn",
         "head_request",
         "headers",
         "headers_sent",
         "http11",
         "keep_alive",
         "length",
+        "mismatch",
         "must_close",
         "no_body",
         "sent",
+        "sink",
         "status",
     )
 
-    def __init__(self, conn: HTTPConnection, head_request: bool, http11: bool, keep: bool):
-        self.conn = conn
+    def __init__(self, sink: Sink, head_request: bool, http11: bool, requested_keep_alive: bool):
+        self.sink = sink
         self.head_request = head_request
         self.http11 = http11
-        self.keep_alive = keep  # what the request and the server allow; final at head time
+        #: The request's wish (RFC 9112 §9.3) until the head is built; then the decision.
+        self.keep_alive = requested_keep_alive
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
         self.headers_sent = False
-        self.code = 0
         self.chunked = False
         self.length: int | None = None
         self.no_body = False
         self.sent = 0  # body bytes sent (for the access log and the Content-Length check)
         self.must_close = False
+        #: The app's body did not match its Content-Length (the caller logs it).
+        self.mismatch = False
 
     # -- PEP 3333 ---------------------------------------------------------------------------
 
-    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None):
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
         """Record status and headers; they are sent with the first body bytes."""
         if exc_info is not None:
             try:
@@ -135,7 +165,7 @@ class Response:
 
     def send_iterable(self, result: Any) -> None:
         """Send everything the application returned (the caller closes it)."""
-        if type(result) is FileWrapper and self.conn.can_sendfile and self._send_file(result):
+        if type(result) is FileWrapper and self.sink.can_sendfile and self._send_file(result):
             return
         if not self.headers_sent:
             chunks = None
@@ -167,7 +197,10 @@ class Response:
                 raise AssertionError("the application did not call start_response()")
             self._send_first(b"", 0, last=True)
         if self.chunked:
-            self.conn.send(b"0\r\n\r\n")
+            if self.keep_alive:
+                self.sink.send(b"0\r\n\r\n")
+            else:
+                self.sink.send_last(b"0\r\n\r\n")
         elif self.length is not None and self.sent != self.length and not self.no_body:
             self._mismatch()
 
@@ -175,23 +208,23 @@ class Response:
 
     def _mismatch(self) -> None:
         self.must_close = True  # the client cannot find the next response: close
-        self.conn.ctx.error_log.warning(
-            "%s: sent %d body bytes but Content-Length is %d; closing the connection",
-            self.conn.request_line, self.sent, self.length,
-        )  # fmt: skip
+        self.mismatch = True
 
     def _build_head(self, total: int | None) -> bytes:
         """Status line and headers; `total` is the body length when the server knows it."""
         status = self.status
         cached = _STATUS.get(status)  # type: ignore[arg-type]
         code, status_line = cached if cached is not None else _parse_status(status)
-        self.code = code
+        # The response's version is the request's (as gunicorn; RFC 9112 §2.3 would also
+        # allow 1.1, but some HTTP/1.0 clients and monitors expect their own back).
+        status_line = (_VERSION_11 if self.http11 else _VERSION_10) + status_line
         head_request = self.head_request
         no_body = head_request or code < 200 or code == 204 or code == 304  # RFC 9110 §6.4.1
         self.no_body = no_body
 
         length = None
         has_date = has_server = app_close = False
+        framed = True
         parts = []
         for name, value in self.headers:
             if type(name) is not str or type(value) is not str:
@@ -232,9 +265,6 @@ class Response:
         if not has_server:
             extra.append(_SERVER)
 
-        conn = self.conn
-        keep = (self.keep_alive and not app_close and not conn.ctx.draining
-                and conn.body_allows_keep_alive())
         if no_body:
             if length is None and total is not None and head_request and code not in (204, 304):
                 extra.append(f"Content-Length: {total}\r\n")  # HEAD: what GET would say
@@ -242,12 +272,19 @@ class Response:
             if total is not None:
                 length = total
                 extra.append(f"Content-Length: {total}\r\n")
-            elif keep and self.http11:
+            elif self.http11:
+                framed = True
+                # Chunked even when the connection closes after it: the last chunk marks the
+                # end, so a response cut short (the app raised, the worker was killed) is
+                # seen as truncated by the client (curl exits 18), not taken as complete.
                 self.chunked = True
                 extra.append("Transfer-Encoding: chunked\r\n")  # RFC 9112 §7.1
             else:
-                keep = False  # close-delimited (RFC 9112 §6.3 (8))
+                framed = False  # HTTP/1.0: close-delimited (RFC 9112 §6.3 (8))
         self.length = length
+        # The one keep-alive decision: the request's wish, the app's, the framing, and the
+        # server's (setting, drain, body) asked now, when the head is built.
+        keep = self.keep_alive and not app_close and framed and self.sink.may_persist()
         if not keep:
             extra.append("Connection: close\r\n")
         elif not self.http11:
@@ -263,26 +300,26 @@ class Response:
         """Send the head with the first body bytes; `last`: nothing follows them."""
         head = self._build_head(total)
         self.headers_sent = True
-        conn = self.conn
-        conn.response_started = True
+        sink = self.sink
+        sink.head_sent()
         # The whole response in one piece on a connection that closes after it: the FIN
         # goes with it (HTTPConnection.send_last).
         last = last and not self.keep_alive and not self.chunked
         if self.no_body or not data:
             if last:
-                conn.send_last(head)
+                sink.send_last(head)
             else:
-                conn.send(head)
+                sink.send(head)
             return
         if self.chunked:
             size = len(data)
             self.sent = size
             if size < JOIN_LIMIT:
-                self.conn.send(b"%b%x\r\n%b\r\n" % (head, size, data))
+                self.sink.send(b"%b%x\r\n%b\r\n" % (head, size, data))
             else:
-                self.conn.send(b"%b%x\r\n" % (head, size))
-                self.conn.send(data)
-                self.conn.send(b"\r\n")
+                self.sink.send(b"%b%x\r\n" % (head, size))
+                self.sink.send(data)
+                self.sink.send(b"\r\n")
             return
         length = self.length
         if length is not None and len(data) > length:
@@ -293,23 +330,23 @@ class Response:
             self.sent = len(data)
         if len(data) < JOIN_LIMIT:
             if last:
-                conn.send_last(head + data)
+                sink.send_last(head + data)
             else:
-                conn.send(head + data)
+                sink.send(head + data)
         else:
-            conn.send(head)
-            conn.send(data)
+            sink.send(head)
+            sink.send(data)
 
     def _send_body(self, data: bytes) -> None:
         if self.chunked:
             size = len(data)
             self.sent += size
             if size < JOIN_LIMIT:
-                self.conn.send(b"%x\r\n%b\r\n" % (size, data))
+                self.sink.send(b"%x\r\n%b\r\n" % (size, data))
             else:
-                self.conn.send(b"%x\r\n" % size)
-                self.conn.send(data)
-                self.conn.send(b"\r\n")
+                self.sink.send(b"%x\r\n" % size)
+                self.sink.send(data)
+                self.sink.send(b"\r\n")
             return
         length = self.length
         if length is not None:
@@ -318,12 +355,12 @@ class Response:
                 data = data[:room]
                 self.sent += len(data)
                 if data:
-                    self.conn.send(data)
+                    self.sink.send(data)
                 if not self.must_close:
                     self._mismatch()
                 return
         self.sent += len(data)
-        self.conn.send(data)
+        self.sink.send(data)
 
     def _send_file(self, wrapper: FileWrapper) -> bool:
         """Send a regular file with sendfile(); False to fall back to iterating."""
@@ -342,13 +379,13 @@ class Response:
         size = max(0, st.st_size - offset)
         head = self._build_head(size)
         self.headers_sent = True
-        self.conn.response_started = True
-        self.conn.send(head)
+        self.sink.head_sent()
+        self.sink.send(head)
         if self.no_body:
             return True
         count = size if self.length is None else min(self.length, size)
         if count:
-            self.sent = self.conn.sendfile(filelike, offset, count)
+            self.sent = self.sink.sendfile(filelike, offset, count)
         if self.length is not None and self.sent != self.length:
             self._mismatch()
         return True

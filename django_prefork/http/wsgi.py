@@ -6,14 +6,55 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from django_prefork import __version__
 from django_prefork.logging import ErrorStream
 
 from .errors import BadRequest, InvalidSchemeHeaders
 from .parser import RequestHead
+from .util import header_environ_key
 
-__all__ = ["HEADER_MAPS", "SERVER_SOFTWARE", "ErrorStream", "FileWrapper", "build_environ"]
+__all__ = [
+    "SERVER_SOFTWARE",
+    "ErrorStream",
+    "FileWrapper",
+    "build_environ",
+    "reads_content_length_only",
+]
 
-SERVER_SOFTWARE = "django-prefork"
+#: The environ's SERVER_SOFTWARE carries the version (as gunicorn's); the `Server` response
+#: header does not (response.py), so clients are not told which release to attack.
+SERVER_SOFTWARE = f"django-prefork/{__version__}"
+
+#: Attributes under which common WSGI wrappers keep the application they wrap: WhiteNoise
+#: (`application`), Sentry's and many middlewares (`app`), Flask-style (`wsgi_app`),
+#: functools.wraps (`__wrapped__`).
+_WRAPPED_ATTRIBUTES = ("__wrapped__", "application", "app", "wsgi_app")
+_WRAP_DEPTH = 8
+
+
+def reads_content_length_only(app: Any) -> bool:
+    """Whether `app` is Django's WSGIHandler, or a wrapper around one.
+
+    Django reads exactly `CONTENT_LENGTH` bytes of `wsgi.input` and nothing without it, so a
+    chunked request body would reach its views empty; for such an app the server reads the
+    body first and sets CONTENT_LENGTH (`body.spool_chunked`). Any other WSGI app reads
+    `wsgi.input` to its end itself (`wsgi.input_terminated`) and gets the body streamed.
+    """
+    from django.core.handlers.wsgi import WSGIHandler  # type: ignore[import-untyped, unused-ignore]
+
+    seen: set[int] = set()
+    for _ in range(_WRAP_DEPTH):
+        if isinstance(app, WSGIHandler):
+            return True
+        seen.add(id(app))
+        for name in _WRAPPED_ATTRIBUTES:
+            inner = getattr(app, name, None)
+            if inner is not None and callable(inner) and id(inner) not in seen:
+                app = inner
+                break
+        else:
+            return False
+    return False
 
 
 class FileWrapper:
@@ -42,7 +83,6 @@ class FileWrapper:
 # names come from clients.
 _KEYS: dict[bytes, str] = {}
 _KEYS_MAX = 512
-HEADER_MAPS = ("drop", "refuse", "dangerous")
 
 
 def _environ_key(name: bytes, header_map: str) -> str:
@@ -53,9 +93,7 @@ def _environ_key(name: bytes, header_map: str) -> str:
     runserver), refused (400) or, "dangerous", mapped anyway (gunicorn's setting).
     """
     text = name.decode("latin-1")
-    key = text.upper().replace("-", "_")
-    if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        key = "HTTP_" + key
+    key = header_environ_key(text)
     if "_" in text:
         if header_map == "refuse":
             raise BadRequest(f"header name with underscore: {text!r}")
@@ -81,7 +119,6 @@ def build_environ(
     base: dict[str, Any],
     head: RequestHead,
     wsgi_input: Any,
-    scheme: str,
     scheme_headers: tuple[tuple[str, str], ...],
     trusted: Callable[[], bool],
     unix: bool,
@@ -89,7 +126,8 @@ def build_environ(
 ) -> dict[str, Any]:
     """The environ of one request: a copy of the connection's prepared `base` plus the request.
 
-    `scheme_headers` are (environ key, value meaning https) pairs, obeyed only when
+    The scheme is "http" unless `scheme_headers`, (environ key, value meaning https) pairs,
+    say otherwise; they are obeyed only when
     `trusted()` (asked only if one is present) says the peer is a trusted proxy; `unix` means
     SERVER_NAME/PORT come from the Host header; `header_map` says what to do with header
     names containing "_" (see `_environ_key`).
@@ -143,17 +181,16 @@ def build_environ(
 
     secure = None
     for key, https_value in scheme_headers:
-        value = environ.get(key)
-        if value is not None:
+        claimed = environ.get(key)
+        if claimed is not None:
             if not trusted():
                 break
-            this = value.strip().lower() == https_value
+            this = claimed.strip().lower() == https_value
             if secure is None:
                 secure = this
             elif secure is not this:
                 raise InvalidSchemeHeaders("contradictory scheme headers")
-    if secure is not None:
-        scheme = "https" if secure else "http"
+    scheme = "https" if secure else "http"
     environ["wsgi.url_scheme"] = scheme
 
     if unix:

@@ -22,6 +22,7 @@ from typing import Any
 
 from django_prefork.http.connection import ServerContext
 from django_prefork.http.errors import error_response
+from django_prefork.http.settings import CoreSettings
 from django_prefork.server.sockets import Listener
 from django_prefork.workers import worker_class_for
 from django_prefork.workers.accept import AcceptPolicy
@@ -138,7 +139,7 @@ class Worker:
 
         ctx = ServerContext(
             self.app,
-            self.cfg,
+            CoreSettings.from_config(self.cfg),
             access_log=make_access_logger(self.cfg),
             error_log=log,
             multithread=self.multithread,

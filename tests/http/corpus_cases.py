@@ -51,6 +51,7 @@ class Case:
     shutdown: bool = True  # the client half-closes after sending (False: it waits)
     app: bool | None = None  # invalid cases: must the app (not) run; None = either
     expect: dict[int, dict[str, Any]] = field(default_factory=dict)  # response index -> parse
+    version: str = "1.1"  # of the status lines the application's responses carry
 
     @property
     def all_settings(self) -> dict[str, Any]:
@@ -85,6 +86,8 @@ def load_case(path: Path) -> Case:
             case.settings = json.loads(value)
         elif key == "shutdown":
             case.shutdown = value == "yes"
+        elif key == "version":
+            case.version = value
         elif key == "app":
             case.app = {"called": True, "not-called": False}[value]
         elif key in ("method", "path", "query", "protocol", "scheme"):
@@ -114,7 +117,7 @@ def load_cases() -> list[Case]:
 
 # -- strict response parsing -------------------------------------------------------------
 
-_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([1-5][0-9][0-9]) [\t !-~\x80-\xff]*")
+_STATUS_LINE = re.compile(rb"HTTP/(1\.[01]) ([1-5][0-9][0-9]) [\t !-~\x80-\xff]*")
 _FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+): ?([\t !-~\x80-\xff]*)")
 _CHUNK_LINE = re.compile(rb"([0-9a-f]+)\r\n")
 
@@ -124,6 +127,7 @@ class Response:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    version: str = "1.1"
 
     def header(self, name: str) -> str | None:
         values = [v for n, v in self.headers if n.lower() == name.lower()]
@@ -162,7 +166,7 @@ def parse_responses(raw: bytes, heads: list[bool] | tuple[bool, ...] = ()) -> li
             if match is None or b"\n" in line or b"\r" in line:
                 raise Malformed(f"bad header line {line!r}")
             headers.append((match.group(1).decode("ascii"), match.group(2).decode("latin-1")))
-        resp = Response(int(status.group(1)), headers, b"")
+        resp = Response(int(status.group(2)), headers, b"", status.group(1).decode())
         out.append(resp)
         code = resp.status
         head_request = code >= 200 and finals < len(heads) and heads[finals]
@@ -226,6 +230,9 @@ def check_case(case: Case, raw: bytes, keepalive: bool = True) -> list[Response]
             assert resp.header("Connection") == "close", f"{case.name}: error without close"
             assert i == len(responses) - 1, f"{case.name}: a response after an error"
             assert resp.header("Content-Type") != "application/json", case.name
+        elif resp.status >= 200:
+            # The application's responses answer in the request's version (as gunicorn).
+            assert resp.version == case.version, f"{case.name}: HTTP/{resp.version} response"
     for index, want in case.expect.items():
         if index >= len(responses):
             continue  # not served (no keep-alive)

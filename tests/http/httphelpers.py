@@ -2,40 +2,42 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import threading
-import types
 from dataclasses import dataclass, field
 from typing import Any
 
+from django_prefork.conf import load_config
 from django_prefork.http.connection import HTTPConnection, ServerContext
+from django_prefork.http.parser import Limits
+from django_prefork.http.settings import CoreSettings
 
 TIMEOUT = 5.0
 
 
-def make_cfg(**overrides: Any) -> types.SimpleNamespace:
-    values = {
-        "limit_request_line": 4094,
-        "limit_request_fields": 100,
-        "limit_request_field_size": 8190,
-        "forwarded_allow_ips": ["127.0.0.1"],
-        "secure_scheme_headers": {
-            "X-FORWARDED-PROTOCOL": "ssl",
-            "X-FORWARDED-PROTO": "https",
-            "X-FORWARDED-SSL": "on",
-        },
-        "keepalive": 2,
-        "is_ssl": False,
-    }
-    values.update(overrides)
-    return types.SimpleNamespace(**values)
+def make_settings(**overrides: Any) -> CoreSettings:
+    """The core's settings from a real `load_config`: the registry's defaults and validation,
+    with `overrides` given by setting name (as in PREFORK)."""
+    # The setting counts whole seconds; the core takes a float, and tests wait less than one.
+    timeout = overrides.pop("header_timeout", None)
+    cfg = load_config(prefork={name.upper(): value for name, value in overrides.items()},
+                      environ={})
+    settings = CoreSettings.from_config(cfg)
+    if timeout is not None:
+        settings = dataclasses.replace(settings, header_timeout=float(timeout))
+    return settings
 
 
-def make_ctx(app: Any, keepalive: bool = False, access_log: Any = None, **cfg: Any):
+def make_limits(**overrides: Any) -> Limits:
+    return Limits.from_settings(make_settings(**overrides))
+
+
+def make_ctx(app: Any, keepalive: bool = False, access_log: Any = None, **settings: Any):
     return ServerContext(
         app,
-        make_cfg(**cfg),
+        make_settings(**settings),
         access_log=access_log,
         error_log=logging.getLogger("django_prefork.error"),
         multithread=False,
@@ -65,10 +67,11 @@ def exchange(
     server_addr: Any = ("127.0.0.1", 8000),
     shutdown: bool = True,
     max_requests: int = 20,
+    wrap: Any = None,
     **cfg: Any,
 ) -> Exchange:
     """Send `request` (bytes, or pieces sent one by one), serve until the server says stop,
-    return what the client got."""
+    return what the client got. `wrap(sock)` may stand in for the server's socket."""
     if ctx is None:
         ctx = make_ctx(app, keepalive=keepalive, **cfg)
     client, server = socket.socketpair()
@@ -77,7 +80,8 @@ def exchange(
     result = Exchange(b"", ctx=ctx)
 
     def serve() -> None:
-        conn = HTTPConnection(server, client_addr, server_addr, ctx)
+        sock = server if wrap is None else wrap(server)
+        conn = HTTPConnection(sock, client_addr, server_addr, ctx)
         try:
             for _ in range(max_requests):
                 keep = conn.handle_request()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from httphelpers import exchange, make_cfg, make_ctx
+from httphelpers import exchange, make_ctx, make_settings
 
 from django_prefork.http.connection import ServerContext
 from django_prefork.http.wsgi import FileWrapper
@@ -141,8 +141,7 @@ def test_url_scheme_from_trusted_proxy():
     assert environ_of(PROTO)["wsgi.url_scheme"] == "https"
     env = environ_of(b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-Ssl: on\r\n\r\n")
     assert env["wsgi.url_scheme"] == "https"
-    env = environ_of(b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: http\r\n\r\n",
-                     cfg={"is_ssl": True})  # fmt: skip
+    env = environ_of(b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: http\r\n\r\n")
     assert env["wsgi.url_scheme"] == "http"
 
 
@@ -165,11 +164,6 @@ def test_unix_socket_peer_is_trusted():
 def test_underscore_variant_cannot_set_scheme():
     env = environ_of(b"GET / HTTP/1.1\r\nHost: x\r\nX_Forwarded_Proto: https\r\n\r\n")
     assert env["wsgi.url_scheme"] == "http"
-
-
-def test_is_ssl_scheme():
-    env = environ_of(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", cfg={"is_ssl": True})
-    assert env["wsgi.url_scheme"] == "https"
 
 
 def test_contradicting_scheme_headers_400():
@@ -199,7 +193,7 @@ def test_base_environ_script_name():
         start_response("200 OK", [])
         return [b""]
 
-    ctx = ServerContext(app, make_cfg(), base_environ={"SCRIPT_NAME": "/app"})
+    ctx = ServerContext(app, make_settings(), base_environ={"SCRIPT_NAME": "/app"})
     exchange(app, b"GET /app/page HTTP/1.1\r\nHost: x\r\n\r\n", ctx=ctx)
     assert seen["SCRIPT_NAME"] == "/app" and seen["PATH_INFO"] == "/page"
 
@@ -224,7 +218,7 @@ def test_multithread_flag_from_ctx():
         start_response("200 OK", [])
         return [b""]
 
-    ctx = ServerContext(app, make_cfg(), multithread=True, multiprocess=False)
+    ctx = ServerContext(app, make_settings(), multithread=True, multiprocess=False)
     exchange(app, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", ctx=ctx)
     assert seen["wsgi.multithread"] is True and seen["wsgi.multiprocess"] is False
 

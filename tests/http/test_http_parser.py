@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from httphelpers import exchange, simple_app
+from httphelpers import exchange, make_limits, simple_app
 
 from django_prefork.http.errors import (
     BadRequest,
@@ -11,7 +11,7 @@ from django_prefork.http.errors import (
     RequestLineTooLong,
     status_for,
 )
-from django_prefork.http.parser import Limits, parse_head
+from django_prefork.http.parser import parse_head
 
 GOOD = b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -155,7 +155,7 @@ def test_eof_mid_head_closes_silently():
 
 
 def test_parse_head_unit():
-    limits = Limits()
+    limits = make_limits()
     head = parse_head(b"GET /a?b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", limits)
     assert (head.method, head.target, head.version) == ("GET", "/a?b", "1.1")
     assert head.keep_alive is False
@@ -168,10 +168,11 @@ def test_parse_head_unit():
                       b"Expect: 100-continue\r\n\r\n", limits)  # fmt: skip
     assert head.content_length == 12 and head.expect_continue and not head.chunked
     with pytest.raises(RequestLineTooLong):
-        parse_head(b"GET /" + b"a" * 100 + b" HTTP/1.1\r\nHost: x\r\n\r\n", Limits(line=20))
+        parse_head(b"GET /" + b"a" * 100 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                   make_limits(limit_request_line=20))
     with pytest.raises(HeaderFieldTooLong):
         parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nA: " + b"b" * 30 + b"\r\n\r\n",
-                   Limits(field_size=20))  # fmt: skip
+                   make_limits(limit_request_field_size=20))  # fmt: skip
     with pytest.raises(BadRequest):
         parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n", limits)
 

@@ -92,12 +92,32 @@ def test_generator_is_chunked_with_keepalive():
     assert responses[0].chunked and responses[0].header("Transfer-Encoding") == "chunked"
 
 
-def test_generator_close_delimited_without_keepalive():
+def test_generator_is_chunked_without_keepalive_too():
+    # Framed even on a closing connection, so that a cut can be told from the end (15.5).
     ex = exchange(stream_app([b"ab", b"cd"]), GET)
     response = ex.responses()[0]
-    assert response.body == b"abcd" and not response.chunked
+    assert response.body == b"abcd" and response.chunked
     assert response.header("Content-Length") is None
     assert response.header("Connection") == "close"
+    assert ex.raw.endswith(b"2\r\ncd\r\n0\r\n\r\n")
+
+
+@pytest.mark.parametrize("keepalive", [False, True])
+def test_generator_that_fails_midway_leaves_the_chunked_body_unterminated(keepalive):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/csv")])
+
+        def rows():
+            yield b"a,b\n"
+            raise RuntimeError("the export broke")
+
+        return rows()
+
+    ex = exchange(app, GET, keepalive=keepalive)
+    assert ex.results == [False]
+    head, _, body = ex.raw.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    assert body == b"4\r\na,b\n\r\n"  # no last chunk: the client sees the truncation
 
 
 def test_empty_generator_gets_content_length_zero():
@@ -117,6 +137,22 @@ def test_http10():
     ex = exchange(stream_app([b"a", b"b"]), request + request, keepalive=True)
     (response,) = ex.responses()
     assert response.body == b"ab" and response.header("Connection") == "close"
+    assert not response.chunked
+
+
+def test_http10_request_gets_an_http10_status_line():
+    ex = exchange(simple_app(), b"GET / HTTP/1.0\r\n\r\n")
+    assert ex.raw.startswith(b"HTTP/1.0 200 OK\r\n")
+    ex = exchange(stream_app([b"a"]), b"GET / HTTP/1.0\r\n\r\n")
+    assert ex.raw.startswith(b"HTTP/1.0 200 OK\r\n")
+
+    def failing(environ, start_response):
+        raise RuntimeError("boom")
+
+    ex = exchange(failing, b"GET / HTTP/1.0\r\n\r\n")
+    assert ex.raw.startswith(b"HTTP/1.0 500 Internal Server Error\r\n")
+    ex = exchange(simple_app(), GET)
+    assert ex.raw.startswith(b"HTTP/1.1 200 OK\r\n")
 
 
 def test_head_has_no_body_but_same_length():
@@ -349,10 +385,24 @@ def test_file_wrapper_without_fileno_iterates():
     assert [r.body for r in ex.responses()] == [b"x" * 20000] * 2
 
 
+class TLSLikeSocket:
+    """A socket as a TLS one looks to the core: do_handshake, no usable sendfile()."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def __getattr__(self, name: str):
+        if name == "sendfile":
+            raise AttributeError(name)
+        return getattr(self._sock, name)
+
+    def do_handshake(self) -> None:  # pragma: no cover - never called
+        pass
+
+
 def test_file_wrapper_without_sendfile_iterates(data_file):
     path, data = data_file
-    ctx = make_ctx(file_app(path), is_ssl=True)
-    ex = exchange(None, GET, ctx=ctx)
+    ex = exchange(file_app(path), GET, wrap=TLSLikeSocket)
     assert ex.responses()[0].body == data
 
 

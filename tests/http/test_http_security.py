@@ -11,11 +11,17 @@ from pathlib import Path
 
 import pytest
 from corpus_cases import load_case, load_cases
-from httphelpers import exchange, make_ctx, simple_app
+from httphelpers import exchange, make_ctx, make_limits, simple_app
 
-from django_prefork.http.connection import HTTPConnection
+from django_prefork.conf import ConfigError
+from django_prefork.http.connection import (
+    HEAD_GRACE,
+    HEAD_MIN_RATE,
+    HTTPConnection,
+    head_time_left,
+)
 from django_prefork.http.errors import BodyTooLarge, InvalidBody
-from django_prefork.http.parser import ChunkedDecoder, Limits, head_ready
+from django_prefork.http.parser import ChunkedDecoder, head_ready
 from testproject.parse import application as parse_app
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -49,8 +55,8 @@ def test_header_map(mode, status, seen):
         assert environs == []
 
 
-def test_header_map_checked_once():
-    with pytest.raises(ValueError, match="header_map"):
+def test_header_map_checked_once_by_the_registry():
+    with pytest.raises(ConfigError, match=r"HEADER_MAP.*'maybe'"):
         make_ctx(simple_app(), header_map="maybe")
 
 
@@ -144,6 +150,64 @@ def test_header_timeout_zero_leaves_the_socket_timeout():
     client.close()
 
 
+def _trickle(pieces: list[bytes], interval: float, **settings) -> tuple[bytes, float]:
+    """Send `pieces` `interval` seconds apart to one handle_request(); what came back, and
+    after how long."""
+    client, server = socket.socketpair()
+    server.settimeout(60)
+    client.settimeout(60)
+    conn = HTTPConnection(server, ("127.0.0.1", 1), ("127.0.0.1", 2),
+                          make_ctx(simple_app(), **settings))  # fmt: skip
+    done = threading.Event()
+
+    def feed() -> None:
+        for i, piece in enumerate(pieces):
+            if i and done.wait(interval):
+                return
+            try:
+                client.sendall(piece)
+            except OSError:
+                return
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    started = time.monotonic()
+    feeder.start()
+    try:
+        conn.handle_request()
+        elapsed = time.monotonic() - started
+        raw = client.recv(65536)
+    finally:
+        done.set()
+        feeder.join(5)
+        conn.close()
+        client.close()
+    return raw, elapsed
+
+
+def test_trickled_head_is_cut_off_long_before_header_timeout():
+    # A slowloris client: a few bytes every 0.2 s would hold a worker for the whole
+    # header_timeout (30 s); the minimum rate ends it in about HEAD_GRACE.
+    pieces = [b"GET / HTTP/1.1\r\n"] + [b"X-a: b\r\n"] * 200
+    raw, elapsed = _trickle(pieces, 0.2, header_timeout=30)
+    assert raw.startswith(b"HTTP/1.1 408 ")
+    assert elapsed < 15  # not the header_timeout (generous: the machine may be loaded)
+
+
+def test_a_slow_but_steady_head_is_served():
+    # 1 KB every 0.4 s (2.5 KB/s) is above the minimum rate: served, not cut off.
+    pieces = [b"GET / HTTP/1.1\r\nHost: x\r\n"] + [
+        b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(4)] + [b"\r\n"]
+    raw, _ = _trickle(pieces, 0.4, header_timeout=30)
+    assert raw.startswith(b"HTTP/1.1 200 ")
+
+
+def test_head_time_left_is_the_earlier_of_both_deadlines():
+    assert head_time_left(100.0, 0, 30, 100.0) == HEAD_GRACE
+    assert head_time_left(100.0, HEAD_MIN_RATE * 10, 30, 100.0) == HEAD_GRACE + 10
+    assert head_time_left(100.0, HEAD_MIN_RATE * 100, 30, 110.0) == 20  # header_timeout
+    assert head_time_left(100.0, 0, 0, 1e9) == float("inf")  # 0: no limit at all
+
+
 # -- the chunked decoder and head_ready -------------------------------------------------------
 
 CHUNKED_CASES = [c for c in load_cases() if b"Transfer-Encoding: chunked" in c.raw]
@@ -154,7 +218,7 @@ def test_chunked_decoder_same_result_at_every_split(case):
     """Feeding a chunked body in two pieces, split anywhere, decodes or fails the same."""
     raw = case.raw
     body = raw[raw.index(b"\r\n\r\n") + 4 :]
-    limits = Limits(body=4096)
+    limits = make_limits(limit_request_body=4096)
 
     def run(pieces):
         decoder = ChunkedDecoder(limits)
@@ -177,7 +241,7 @@ def test_chunked_decoder_same_result_at_every_split(case):
 
 
 def test_head_ready():
-    limits = Limits()
+    limits = make_limits()
     assert not head_ready(b"", limits)
     assert not head_ready(b"\r\n", limits)
     assert not head_ready(b"\r", limits)

@@ -30,6 +30,37 @@ def upload(request):
     return JsonResponse({"length": len(body), "sha256": hashlib.sha256(body).hexdigest()})
 
 
+@csrf_exempt
+def upload_stream(request):
+    """Length and SHA-256 of the body, read in 64 KB pieces (memory stays flat for a large
+    upload); `?whole=1` reads `request.body` instead."""
+    digest = hashlib.sha256()
+    length = 0
+    if request.GET.get("whole"):
+        body = request.body
+        digest.update(body)
+        length = len(body)
+    else:
+        while data := request.read(65536):
+            digest.update(data)
+            length += len(data)
+    return JsonResponse({"length": length, "sha256": digest.hexdigest(),
+                         "content_length": request.META.get("CONTENT_LENGTH"),
+                         "transfer_encoding": request.META.get("HTTP_TRANSFER_ENCODING")})
+
+
+@csrf_exempt
+def upload_files(request):
+    """Name, size and SHA-256 of each uploaded file (a multipart form, as browsers send)."""
+    files = {}
+    for name, upload in request.FILES.items():
+        digest = hashlib.sha256()
+        for chunk in upload.chunks():
+            digest.update(chunk)
+        files[name] = {"name": upload.name, "size": upload.size, "sha256": digest.hexdigest()}
+    return JsonResponse({"files": files, "fields": dict(request.POST.items())})
+
+
 def pattern(size: int) -> bytes:
     block = bytes(range(256))
     return (block * (size // 256 + 1))[:size]
@@ -44,6 +75,16 @@ def stream(request):
     count = int(request.GET.get("chunks", "5"))
     return StreamingHttpResponse((f"chunk {i}\n" for i in range(count)),
                                  content_type="text/plain")
+
+
+def stream_fail(request):
+    """A streamed export that breaks after its first row."""
+
+    def rows():
+        yield "id,name\n"
+        raise RuntimeError("boom: the stream broke on purpose")
+
+    return StreamingHttpResponse(rows(), content_type="text/csv")
 
 
 def error(request):
@@ -75,7 +116,7 @@ def pid(request):
 def environ(request):
     keys = ("REMOTE_ADDR", "SERVER_NAME", "SERVER_PORT", "PATH_INFO", "QUERY_STRING",
             "SCRIPT_NAME", "wsgi.url_scheme", "wsgi.multithread", "wsgi.multiprocess",
-            "SERVER_PROTOCOL", "REQUEST_METHOD")
+            "SERVER_PROTOCOL", "REQUEST_METHOD", "SERVER_SOFTWARE")
     data = {k: request.META.get(k) for k in keys}
     data["headers"] = {k: v for k, v in request.META.items() if k.startswith("HTTP_")}
     return JsonResponse(data)

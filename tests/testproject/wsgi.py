@@ -56,3 +56,8 @@ def application(environ, start_response):
     if path.startswith("/__wsgi__/parse") or path == "*":  # OPTIONS * too
         return parse_application(environ, start_response)
     return django_application(environ, start_response)
+
+
+# Django answers everything but /__wsgi__/: the server treats this wrapper as the Django app
+# it wraps (chunked bodies are read first and given a CONTENT_LENGTH, docs/http.md).
+application.__wrapped__ = django_application  # type: ignore[attr-defined]
