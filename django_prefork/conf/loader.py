@@ -218,6 +218,7 @@ class Config:
     max_requests: int
     max_requests_jitter: int
     preload_app: bool
+    reload_batch: int
     pidfile: str | None
     proc_name: str | None
     accesslog: str | None

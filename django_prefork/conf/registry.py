@@ -146,6 +146,11 @@ SETTINGS: tuple[Setting, ...] = (
         "Server mechanics", "File to write the master's process id to.", metavar="FILE",
     ),
     Setting(
+        "reload_batch", ("--reload-batch",), 1, IntRule(1), "Server mechanics",
+        "On HUP, workers replaced at a time: each new one serves before an old one retires.",
+        metavar="INT",
+    ),
+    Setting(
         "proc_name", ("-n", "--name"), None, StrRule(optional=True, hint="a short name"),
         "Server mechanics", "Name of the server processes in process listings and logs.",
         metavar="STRING",

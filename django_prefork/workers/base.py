@@ -344,7 +344,10 @@ def run_worker_in_child(
     try:
         if app is None:
             try:
+                from django_prefork.workers.boot import load_urlconf
+
                 app = load_wsgi_app()
+                load_urlconf()  # a broken view fails the boot, not the first request
             except Exception:
                 sys.stderr.write("Worker failed to boot:\n" + traceback.format_exc())
                 sys.stderr.flush()

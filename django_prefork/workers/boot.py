@@ -16,6 +16,17 @@ import traceback
 ENV_VAR = "DJANGO_PREFORK_WORKER"
 
 
+def load_urlconf() -> None:
+    """Import the project's URLconf and its views now, not at the first request.
+
+    Django imports them lazily, so without this a worker (or a zygote) whose new code has a
+    SyntaxError in a view would report ready and then answer every request with a 500.
+    """
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns  # noqa: B018 - the property imports the URLconf
+
+
 def main() -> None:
     spec = json.loads(os.environ.pop(ENV_VAR))
     sys.path[:] = spec["sys_path"]
@@ -51,6 +62,7 @@ def main() -> None:
         from django_prefork.workers.base import load_wsgi_app
 
         worker.app = load_wsgi_app()
+        load_urlconf()
         # Loading the app may run django.setup() again (get_wsgi_application does), which
         # re-applies LOGGING and can disable our loggers: wire them once more, last.
         configure_logging(cfg)
