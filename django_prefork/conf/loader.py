@@ -218,8 +218,8 @@ class Config:
     max_requests: int
     max_requests_jitter: int
     preload_app: bool
-    reload_batch: int
     pidfile: str | None
+    reload_batch: int
     proc_name: str | None
     accesslog: str | None
     access_log_format: str
