@@ -320,3 +320,31 @@ def unix_get(path: str, target: str = "/hello", timeout: float = 10.0) -> tuple[
             chunks.append(chunk)
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body
+
+
+def descendants_of(pid: int) -> list[int]:
+    """pid's children, their children, and so on (from /proc)."""
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        children = [child for parent in frontier for child in children_of(parent)]
+        found.extend(children)
+        frontier = children
+    return found
+
+
+def pss_kb(pid: int) -> int:
+    """Proportional set size of one process in kB (/proc/PID/smaps_rollup); 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def tree_pss_kb(pid: int) -> int:
+    """PSS of pid and every descendant: the whole server (master, zygotes, workers)."""
+    return sum(pss_kb(p) for p in [pid, *descendants_of(pid)])

@@ -116,8 +116,12 @@ class Arbiter:
         *,
         cli_overrides: dict[str, Any] | None = None,
         app: Any = None,
+        share_master: bool = True,
     ) -> None:
         self.cfg = cfg
+        # Whether the first generation forks from this process (it has Django imported);
+        # the lean master (server/master.py) has not, and starts every generation in a zygote.
+        self.share_master = share_master
         self.listeners = listeners
         self.cli_overrides = cli_overrides or {}
         self.app = app  # set with --preload: workers are forked with the app already loaded
@@ -304,6 +308,10 @@ class Arbiter:
             self.reload()
         if self.rollout is None or not self.generation_booted:
             return
+        # A new worker serves, so there is no going back: the old zygotes may go (their
+        # workers keep the pages they share), which bounds the reload's peak memory.
+        for number in [n for n in self.generations if n < self.generation]:
+            self._drop_generation(number)
         if any(r.generation < self.generation and not r.retiring
                for r in self.workers.values()):
             return
@@ -311,8 +319,6 @@ class Arbiter:
             log.info("Stopped listening at: %s", listener.url())
             listener.close()
         self.rollout = None
-        for number in [n for n in self.generations if n < self.generation]:
-            self._drop_generation(number)
         log.info("Reload complete: generation %s serves", self.generation)
 
     # -- signals ---------------------------------------------------------------------------
@@ -435,7 +441,7 @@ class Arbiter:
         """
         if self.app is not None:
             return "fork"
-        if number == 0 and self.cfg.worker_class != "gevent":
+        if number == 0 and self.share_master and self.cfg.worker_class != "gevent":
             return "fork"
         return "zygote" if self.subreaper else "exec"
 

@@ -126,6 +126,10 @@ class Command(BaseCommand):
         # Children must not share the master's database connections.
         connections.close_all()
         self.print_banner(cfg, listeners)
+        from django_prefork.server.master import exec_lean_master, lean_master_possible
+
+        if lean_master_possible(cfg, getattr(settings, "LOGGING", None)):
+            exec_lean_master(cfg, listeners, cli)  # the same process, without Django
         status = Arbiter(cfg, listeners, cli_overrides=cli, app=app).run()
         if status:
             sys.exit(status)

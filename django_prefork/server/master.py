@@ -1,0 +1,80 @@
+"""The lean master: the same process, re-executed without Django, before any worker exists.
+
+Why: `runprefork` is a management command, so by the time it has validated the settings,
+run the checks and bound the sockets, its interpreter holds Django, the settings and (through
+the checks) the URLconf: about 35 MB that, once a HUP has moved the workers to a new
+generation, nobody shares any more. Like gunicorn's master, this one imports only the server
+(about 13 MB); every generation, the first included, is read and imported by a zygote whose
+workers share its pages. Measured figures: docs/architecture.md, "Memory model".
+
+`execve` keeps the PID (pidfile, systemd's MAINPID and the operator's `kill` stay right), the
+listening sockets (made inheritable) and stdout/stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from typing import Any, NoReturn
+
+from django_prefork.conf import Config
+from django_prefork.server.sockets import Listener
+
+ENV_VAR = "DJANGO_PREFORK_MASTER"
+
+
+def lean_master_possible(cfg: Config, logging_settings: Any) -> bool:
+    """Whether the master may drop Django: not with --preload (the app lives in the master),
+    nor when the project's LOGGING routes our loggers itself (only Django could apply it)."""
+    if cfg.preload_app:
+        return False
+    loggers = (logging_settings or {}).get("loggers", {}) if isinstance(
+        logging_settings, dict) else {}
+    return not any(name in loggers for name in ("django_prefork", "django_prefork.error"))
+
+
+def exec_lean_master(cfg: Config, listeners: list[Listener], cli: dict[str, Any]) -> NoReturn:
+    """Replace this process with `python -m django_prefork.server.master`; never returns."""
+    spec = {
+        "cfg": cfg.to_dict(),
+        "cli": cli,
+        "listeners": [
+            {"fd": listener.fileno(), "spec": listener.spec, "owns_path": listener.owns_path}
+            for listener in listeners
+        ],
+        "sys_path": sys.path,
+        # The command as the operator ran it, for anything that re-executes it (USR2).
+        "argv": sys.argv,
+    }
+    for listener in listeners:
+        os.set_inheritable(listener.fileno(), True)
+    env = dict(os.environ)
+    env[ENV_VAR] = json.dumps(spec)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "django_prefork.server.master"], env)
+
+
+def main() -> None:
+    spec = json.loads(os.environ.pop(ENV_VAR))
+    sys.path[:] = spec["sys_path"]
+    sys.argv[:] = spec["argv"]
+
+    from django_prefork.logging import configure_logging
+    from django_prefork.server.arbiter import Arbiter
+
+    cfg = Config.from_dict(spec["cfg"])
+    listeners = []
+    for item in spec["listeners"]:
+        os.set_inheritable(item["fd"], False)
+        listeners.append(Listener(socket.socket(fileno=item["fd"]), item["spec"],
+                                  owns_path=item["owns_path"]))
+    configure_logging(cfg)
+    status = Arbiter(cfg, listeners, cli_overrides=spec["cli"], share_master=False).run()
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()
