@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from server import (
+    LISTEN_RE,
     TESTS_DIR,
     ClientLoop,
     Server,
@@ -91,9 +92,12 @@ def test_master_keeps_working_while_a_new_generation_boots_slowly(tmp_path: Path
                    message="two workers of the new generation (HUP resets the count)")
 
 
-def test_five_hups_without_a_failed_request(tmp_path: Path):
+@pytest.mark.parametrize("worker_class", ["sync", "gthread", "gevent"])
+def test_five_hups_without_a_failed_request(tmp_path: Path, worker_class: str):
+    if worker_class == "gevent":
+        pytest.importorskip("gevent")
     project = Project(tmp_path)
-    project.write_settings("{'WORKERS': 3}")
+    project.write_settings(f"{{'WORKERS': 3, 'WORKER_CLASS': {worker_class!r}}}")
     with project.server() as server:
         server.start(wait_workers=3)
         with ClientLoop(server) as loop:
@@ -192,3 +196,16 @@ def test_hup_with_a_changed_bind_list(tmp_path: Path):
         assert "already in use" not in server.output
         assert unix_get(new_sock)[0] == 200
         assert not os.path.exists(old_sock)
+
+
+def test_a_hup_during_start_up_is_kept_for_later():
+    """Sent as soon as the banner is out (the master is re-executing itself without Django, or
+    has no worker yet), a HUP neither ends the master nor is lost: it reloads once a worker
+    of the first generation serves."""
+    with Server("--workers", "1") as server:
+        server.start(wait_workers=None)
+        server.wait_for_line(LISTEN_RE, timeout=30)
+        server.signal(signal.SIGHUP)
+        server.wait_for_line(RELOAD_DONE, timeout=60)
+        assert server.proc is not None and server.proc.poll() is None
+        assert "Reload deferred" in server.output or "Handling signal: hup" in server.output

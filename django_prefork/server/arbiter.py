@@ -180,6 +180,8 @@ class Arbiter:
             self.pidfile.create(self.pid)
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, self._queue_signal)
+        # Blocked across the lean master's execve (server/master.py): deliver them now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         # DJANGO_PREFORK_NO_ZYGOTE=1 takes the exec path that platforms without a child
         # subreaper use (each worker its own fresh interpreter): for tests and debugging.
         self.subreaper = not os.environ.get("DJANGO_PREFORK_NO_ZYGOTE") and become_subreaper()

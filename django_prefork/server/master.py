@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 from typing import Any, NoReturn
 
 from django_prefork.conf import Config
+from django_prefork.server.arbiter import HANDLED_SIGNALS, Arbiter
 from django_prefork.server.sockets import Listener
 
 ENV_VAR = "DJANGO_PREFORK_MASTER"
@@ -27,12 +29,23 @@ ENV_VAR = "DJANGO_PREFORK_MASTER"
 
 def lean_master_possible(cfg: Config, logging_settings: Any) -> bool:
     """Whether the master may drop Django: not with --preload (the app lives in the master),
-    nor when the project's LOGGING routes our loggers itself (only Django could apply it)."""
-    if cfg.preload_app:
+    nor when the project's LOGGING routes our loggers itself (only Django could apply it),
+    nor without zygotes (not Linux: each worker would be an interpreter of its own, where a
+    fork of this process shares its pages)."""
+    if cfg.preload_app or not sys.platform.startswith("linux"):
         return False
     loggers = (logging_settings or {}).get("loggers", {}) if isinstance(
         logging_settings, dict) else {}
     return not any(name in loggers for name in ("django_prefork", "django_prefork.error"))
+
+
+def hold_signals() -> None:
+    """Keep the master's signals pending until its handlers are in place (Arbiter.start).
+
+    From the banner on an operator may signal the master; until then the default actions
+    would end it (HUP, USR1, TTIN...). The mask also survives the lean master's execve.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
 
 
 def exec_lean_master(cfg: Config, listeners: list[Listener], cli: dict[str, Any]) -> NoReturn:
@@ -50,6 +63,7 @@ def exec_lean_master(cfg: Config, listeners: list[Listener], cli: dict[str, Any]
     }
     for listener in listeners:
         os.set_inheritable(listener.fileno(), True)
+    hold_signals()
     env = dict(os.environ)
     env[ENV_VAR] = json.dumps(spec)
     sys.stdout.flush()
@@ -63,7 +77,6 @@ def main() -> None:
     sys.argv[:] = spec["argv"]
 
     from django_prefork.logging import configure_logging
-    from django_prefork.server.arbiter import Arbiter
 
     cfg = Config.from_dict(spec["cfg"])
     listeners = []

@@ -125,9 +125,14 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         # Children must not share the master's database connections.
         connections.close_all()
-        self.print_banner(cfg, listeners)
-        from django_prefork.server.master import exec_lean_master, lean_master_possible
+        from django_prefork.server.master import (
+            exec_lean_master,
+            hold_signals,
+            lean_master_possible,
+        )
 
+        hold_signals()  # from the banner on, signals wait for the master's handlers
+        self.print_banner(cfg, listeners)
         if lean_master_possible(cfg, getattr(settings, "LOGGING", None)):
             exec_lean_master(cfg, listeners, cli)  # the same process, without Django
         status = Arbiter(cfg, listeners, cli_overrides=cli, app=app).run()
