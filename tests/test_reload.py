@@ -209,3 +209,35 @@ def test_a_hup_during_start_up_is_kept_for_later():
         server.wait_for_line(RELOAD_DONE, timeout=60)
         assert server.proc is not None and server.proc.poll() is None
         assert "Reload deferred" in server.output or "Handling signal: hup" in server.output
+
+
+def test_a_log_file_that_cannot_be_opened_aborts_the_reload(tmp_path: Path):
+    project = Project(tmp_path)
+    project.write_settings("{'WORKERS': 2}")
+    with project.server() as server:
+        server.start(wait_workers=2)
+        workers = set(server.ready_workers())
+        project.write_settings("{'WORKERS': 2, 'ACCESSLOG': '/nonexistent/d/x.log'}")
+        line = hup_and_wait(server, r"Reload aborted")
+        assert "/nonexistent/d/x.log" in line
+        assert server.get("/hello")[0] == 200
+        assert set(server.ready_workers()) == workers
+        project.write_settings("{'WORKERS': 2}")
+        hup_and_wait(server)
+        assert server.get("/hello")[0] == 200
+
+
+def test_hup_with_preload_rereads_the_settings(tmp_path: Path):
+    """--preload keeps the app (and its code) in the master, as gunicorn does; a HUP still
+    reads the settings again, in a one-shot interpreter, and forks the new workers."""
+    project = Project(tmp_path)
+    project.write_settings("{'WORKERS': 1}")
+    with project.server("--preload") as server:
+        server.start(wait_workers=1)
+        (first,) = server.ready_workers()
+        project.write_settings("{'WORKERS': 2}")
+        hup_and_wait(server)
+        wait_until(lambda: len(server.ready_workers()) == 2
+                   and first not in server.ready_workers(), timeout=20,
+                   message="two forked workers after HUP with WORKERS = 2")
+        assert server.get("/hello")[0] == 200
