@@ -18,7 +18,9 @@ from server import (
     TESTS_DIR,
     ClientLoop,
     Server,
+    children_of,
     free_port,
+    is_zygote,
     pid_alive,
     unix_get,
     wait_until,
@@ -240,4 +242,21 @@ def test_hup_with_preload_rereads_the_settings(tmp_path: Path):
         wait_until(lambda: len(server.ready_workers()) == 2
                    and first not in server.ready_workers(), timeout=20,
                    message="two forked workers after HUP with WORKERS = 2")
+        assert server.get("/hello")[0] == 200
+
+
+def test_a_killed_zygote_is_started_again():
+    with Server("--workers", "2") as server:
+        server.start(wait_workers=2)
+        (zygote,) = [pid for pid in children_of(server.pid) if is_zygote(pid)]
+        os.kill(zygote, signal.SIGKILL)
+        server.wait_for_line(rf"zygote \(pid:{zygote}\) exited", timeout=20)
+        wait_until(lambda: [pid for pid in children_of(server.pid)
+                            if is_zygote(pid) and pid != zygote], timeout=30,
+                   message="a new zygote")
+        victim = server.ready_workers()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: victim not in server.worker_pids()
+                   and len(server.ready_workers()) == 2, timeout=30,
+                   message="the killed worker replaced by the new zygote")
         assert server.get("/hello")[0] == 200

@@ -32,7 +32,6 @@ from django_prefork.conf import Config, parse_bind
 from django_prefork.server.pidfile import Pidfile
 from django_prefork.server.sockets import BindError, Listener, reconcile_listeners
 from django_prefork.server.starter import (
-    FAILED,
     READY,
     Event,
     Generation,
@@ -138,7 +137,7 @@ class Arbiter:
         #: Stopped generations still owed a process exit or a fork report.
         self.stopped_generations: list[Generation] = []
         self._last_generation = 0
-        self._restart_at = 0.0
+        self._restart_at: float | None = None  # when to start the current generation again
         self._unclaimed_exits: dict[int, int] = {}
         self.worker_age = 0
         self.num_workers = cfg.workers
@@ -232,8 +231,7 @@ class Arbiter:
         """Take what every generation reports: ready, failed, a worker started."""
         for generation in self._all_generations():
             self._dispatch(generation, generation.poll())
-        self.stopped_generations = [g for g in self.stopped_generations if g.fds()
-                                    or g.pending_workers]
+        self.stopped_generations = [g for g in self.stopped_generations if not g.settled]
 
     def reap_workers(self) -> None:
         while True:
@@ -251,7 +249,6 @@ class Arbiter:
                 self._unclaimed_exits[pid] = status
                 while len(self._unclaimed_exits) > MAX_UNCLAIMED:
                     del self._unclaimed_exits[next(iter(self._unclaimed_exits))]
-        # The exits may have come with messages (a zygote's reason for failing).
 
     def murder_hung_workers(self) -> None:
         if not self.cfg.timeout:
@@ -290,7 +287,7 @@ class Arbiter:
         generation = self.generations.get(self.generation)
         if generation is not None and generation.state == READY:
             self._start_missing_workers(generation, current, older)
-        elif generation is not None and generation.state == FAILED:
+        elif self._restart_at is not None:
             self._restart_generation()
         current = self._current_workers()
         if older:
@@ -488,17 +485,22 @@ class Arbiter:
         elif number == self.generation:
             if not self.generation_booted and self.rollout is None:
                 raise HaltServer(f"Worker failed to boot: {reason}", WORKER_BOOT_ERROR)
+            if not self.generation_booted:
+                self._roll_back(f"generation {number} lost its zygote: {reason}")
+                return
             log.error("Generation %s cannot start workers: %s", number, reason)
-            self._restart_at = time.monotonic()
+            # Started again at once after serving; after a failed start, with a back-off.
+            delay = 0.0 if generation.was_ready else RESTART_BACKOFF
+            self._restart_at = time.monotonic() + delay
         else:
             log.warning("Generation %s, being replaced, cannot start workers: %s",
                         number, reason)
 
     def _restart_generation(self) -> None:
-        """The current generation's zygote died: start it again (with a back-off)."""
-        if time.monotonic() < self._restart_at or self.stopping:
+        """The current generation's zygote died: start it again, when _restart_at says."""
+        if self._restart_at is None or time.monotonic() < self._restart_at or self.stopping:
             return
-        self._restart_at = time.monotonic() + RESTART_BACKOFF
+        self._restart_at = None
         self._drop_generation(self.generation)
         self.generations[self.generation] = self._start_generation(self.generation, reread=False)
         log.info("Starting generation %s's zygote again", self.generation)
@@ -540,6 +542,7 @@ class Arbiter:
         self.generation = generation.number
         self.generation_booted = False
         self.pending = None
+        self._restart_at = None  # a restart pending was for the generation now replaced
         log.info("Reloading: generation %s is ready; replacing the workers %s at a time",
                  generation.number, new_cfg.reload_batch)
 
@@ -568,6 +571,9 @@ class Arbiter:
         self.num_workers = self.cfg.workers
         self.generation = rollout.previous_generation
         self.generation_booted = True
+        restored = self.generations.get(self.generation)
+        # Its zygote may have died meanwhile: then start it again.
+        self._restart_at = None if restored and restored.state == READY else time.monotonic()
         with contextlib.suppress(LoggingSetupError):
             self._configure_logging(self.cfg)
 
@@ -576,7 +582,7 @@ class Arbiter:
         if generation is None:
             return
         generation.stop()
-        if generation.fds() or generation.pending_workers:
+        if not generation.settled:
             self.stopped_generations.append(generation)
 
     def _start_missing_workers(self, generation: Generation, current: list[WorkerRecord],

@@ -88,6 +88,7 @@ class Generation:
         self.board = board
         self.listeners: list[Listener] = []
         self.state = BOOTING
+        self.was_ready = False
         self.started_at = time.monotonic()
         self._boot = boot
         self._events: list[Event] = []
@@ -97,7 +98,7 @@ class Generation:
     # -- the contract ------------------------------------------------------------------------
     def fds(self) -> list[int]:
         """Descriptors the master's select should watch for this generation."""
-        if self._boot is not None and not self._boot.exited:
+        if self._boot is not None and not (self._boot.exited or self._boot.eof):
             return [self._boot.fileno()]
         return []
 
@@ -120,6 +121,11 @@ class Generation:
     def pending_workers(self) -> int:
         """Workers asked for and not yet reported by WorkerStarted."""
         return 0
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more to report: no zygote or probe still running, no fork on its way."""
+        return (self._boot is None or self._boot.exited) and not self.pending_workers
 
     def child_exited(self, pid: int, status: int) -> bool:
         """The master reaped pid: True if it was this generation's zygote or probe."""
@@ -158,6 +164,7 @@ class Generation:
     def _ready(self, cfg: Config) -> None:
         self.cfg = cfg
         self.state = READY
+        self.was_ready = True
         self._events.append(GenerationReady(self.number, cfg))
 
     def _failed(self, reason: str) -> None:

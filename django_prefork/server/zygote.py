@@ -63,6 +63,7 @@ class ZygoteProcess:
         theirs.close()
         self._sock.setblocking(False)
         self.exited = False
+        self.eof = False
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -79,6 +80,7 @@ class ZygoteProcess:
                 message = b""
             messages.append(message)
             if not message:
+                self.eof = True  # nothing more will come: stop watching the socket
                 return messages
 
     def send_listeners(self, listeners: list[Listener]) -> None:
