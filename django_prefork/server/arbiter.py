@@ -292,12 +292,12 @@ class Arbiter:
         current = self._current_workers()
         if older:
             serving = sum(1 for r in current if r.ready)
-            excess = len(older) + serving - self.num_workers
-            for record in sorted(older, key=lambda r: r.age)[:max(0, excess)]:
+            surplus = len(older) + serving - self.num_workers
+            for record in sorted(older, key=lambda r: r.age)[:max(0, surplus)]:
                 self._retire(record)
         elif len(current) > self.num_workers:
-            excess = sorted(current, key=lambda r: r.age)[: len(current) - self.num_workers]
-            for record in excess:
+            oldest = sorted(current, key=lambda r: r.age)[: len(current) - self.num_workers]
+            for record in oldest:
                 self._retire(record)
 
     def finish_reload(self) -> None:

@@ -70,7 +70,7 @@ class ZygoteProcess:
 
     def receive(self) -> list[bytes]:
         """Every message waiting on the control socket; b"" once the zygote has gone."""
-        messages = []
+        messages: list[bytes] = []
         while True:
             try:
                 message = self._sock.recv(_MAX_MESSAGE)
