@@ -260,3 +260,27 @@ def test_a_killed_zygote_is_started_again():
                    and len(server.ready_workers()) == 2, timeout=30,
                    message="the killed worker replaced by the new zygote")
         assert server.get("/hello")[0] == 200
+
+
+def test_warmup_path_failing_keeps_the_old_workers(tmp_path: Path):
+    """With RELOAD_WARMUP_PATH, a new worker must answer that path without a 5xx before it
+    counts as ready: a view that imports but fails when run rolls the reload back."""
+    project = Project(tmp_path)
+    project.write_settings("{'WORKERS': 2, 'RELOAD_WARMUP_PATH': '/hello'}")
+    with project.server() as server:
+        server.start(wait_workers=2)
+        workers = set(server.ready_workers())
+        with ClientLoop(server) as loop:
+            project.write_settings("{'WORKERS': 2, 'RELOAD_WARMUP_PATH': '/error'}")
+            line = hup_and_wait(server, r"Reload aborted")
+            assert "failed to boot" in line, line
+            assert "GET /error answered 500" in server.output
+            loop.wait_for_more()
+            assert set(server.ready_workers()) == workers
+            project.write_settings("{'WORKERS': 2, 'RELOAD_WARMUP_PATH': '/hello?from=test'}")
+            hup_and_wait(server)
+            wait_until(lambda: len(server.ready_workers()) == 2
+                       and not set(server.ready_workers()) & workers, timeout=20,
+                       message="two new workers that answered the warm-up")
+            loop.wait_for_more()
+        assert loop.failures == [], loop.failures[:5]

@@ -220,6 +220,7 @@ class Config:
     preload_app: bool
     pidfile: str | None
     reload_batch: int
+    reload_warmup_path: str | None
     proc_name: str | None
     accesslog: str | None
     access_log_format: str
