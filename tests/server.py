@@ -259,3 +259,92 @@ def running(*args: str, wait_workers: int | None = 1, **kwargs: object) -> Itera
         yield server
     finally:
         server.stop()
+
+
+class ClientLoop:
+    """Requests a path in a loop from a thread, each on a new connection, counting successes
+    and failures (any exception or a status other than 200)."""
+
+    def __init__(self, server: Server, path: str = "/hello") -> None:
+        self.server = server
+        self.path = path
+        self.ok = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status, _, _ = self.server.get(self.path, timeout=10)
+            except Exception as exc:
+                self.failures.append(repr(exc))
+            else:
+                if status == 200:
+                    self.ok += 1
+                else:
+                    self.failures.append(f"status {status}")
+
+    def wait_for_more(self, count: int = 5, timeout: float = 30.0) -> None:
+        """Wait until `count` more requests have succeeded."""
+        target = self.ok + count
+        wait_until(lambda: self.ok >= target, timeout=timeout,
+                   message=f"{count} more successful requests")
+
+    def __enter__(self) -> ClientLoop:
+        self._thread.start()
+        wait_until(lambda: self.ok >= 3, message="the client loop to get going")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def unix_get(path: str, target: str = "/hello", timeout: float = 10.0) -> tuple[int, bytes]:
+    """GET target over the unix socket at path; return (status, body)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                     .encode())
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def descendants_of(pid: int) -> list[int]:
+    """pid's children, their children, and so on (from /proc)."""
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        children = [child for parent in frontier for child in children_of(parent)]
+        found.extend(children)
+        frontier = children
+    return found
+
+
+def pss_kb(pid: int) -> int:
+    """Proportional set size of one process in kB (/proc/PID/smaps_rollup); 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def tree_pss_kb(pid: int) -> int:
+    """PSS of pid and every descendant: the whole server (master, zygotes, workers)."""
+    return sum(pss_kb(p) for p in [pid, *descendants_of(pid)])

@@ -10,42 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from server import Server, children_of, is_zygote, pid_alive, running, wait_until
+from server import ClientLoop, Server, children_of, is_zygote, pid_alive, running, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-class ClientLoop:
-    """Requests /hello in a loop from a thread, counting successes and failures."""
-
-    def __init__(self, server: Server, path: str = "/hello") -> None:
-        self.server = server
-        self.path = path
-        self.ok = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                status, _, _ = self.server.get(self.path, timeout=10)
-            except Exception as exc:
-                self.failures.append(repr(exc))
-            else:
-                if status == 200:
-                    self.ok += 1
-                else:
-                    self.failures.append(f"status {status}")
-
-    def __enter__(self) -> ClientLoop:
-        self._thread.start()
-        wait_until(lambda: self.ok >= 3, message="the client loop to get going")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
 
 
 def test_killed_worker_is_replaced():

@@ -221,6 +221,8 @@ class Config:
     preload_app: bool
     pidfile: str | None
     umask: int
+    reload_batch: int
+    reload_warmup_path: str | None
     proc_name: str | None
     accesslog: str | None
     access_log_format: str

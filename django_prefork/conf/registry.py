@@ -73,6 +73,19 @@ def _port_env(text: str) -> list[str]:
     return [f"0.0.0.0:{int(port)}"]
 
 
+class PathRule(StrRule):
+    """An optional URL path, which must start with '/'."""
+
+    def describe(self) -> str:
+        return "path starting with / or None"
+
+    def __call__(self, value: Any, strings: bool) -> str | None:
+        text = super().__call__(value, strings)
+        if text is not None and not text.startswith("/"):
+            raise Invalid("must be a path starting with /", to=self.hint)
+        return text
+
+
 SECTIONS = ("Server socket", "Worker processes", "Server mechanics", "Logging",
             "Request limits", "Proxies", "Observability")
 
@@ -153,6 +166,18 @@ SETTINGS: tuple[Setting, ...] = (
         "Mask for the mode of unix socket files the master creates, e.g. 0o117 gives 0660 "
         "(0 = srwxrwxrwx, as gunicorn).",
         metavar="INT",
+    ),
+    Setting(
+        "reload_batch", ("--reload-batch",), 1, IntRule(1), "Server mechanics",
+        "On HUP, workers replaced at a time: each new one serves before an old one retires.",
+        metavar="INT",
+    ),
+    Setting(
+        "reload_warmup_path", ("--reload-warmup-path",), None,
+        PathRule(optional=True, hint="a path such as /healthz"), "Server mechanics",
+        "GET this path in each new worker before it counts as ready (5xx = not ready); "
+        "not set = off.",
+        metavar="PATH",
     ),
     Setting(
         "proc_name", ("-n", "--name"), None, StrRule(optional=True, hint="a short name"),

@@ -9,6 +9,7 @@ The arbiter holds one `MasterObserver` and calls it at a few points (docs/observ
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import struct
@@ -87,12 +88,29 @@ def open_metrics_listener(cfg: Any, inherited_fd: int | None = None) -> Listener
     """
     if not getattr(cfg, "metrics_bind", None):
         return None
+    if inherited_fd is None:
+        inherited_fd = _inherited_from_old_master()
     if inherited_fd is not None:
         return Listener(socket.socket(fileno=inherited_fd), cfg.metrics_bind)
     from django_prefork.conf import parse_bind
     from django_prefork.server.sockets import create_listeners
 
     return create_listeners([parse_bind(cfg.metrics_bind)], 64)[0]
+
+
+def _inherited_from_old_master() -> int | None:
+    """The metrics socket an old master handed over in a USR2 upgrade, if any."""
+    from django_prefork.server.upgrade import METRICS_INHERIT_ENV_VAR
+
+    value = os.environ.pop(METRICS_INHERIT_ENV_VAR, None)
+    if not value or not value.isdigit():
+        return None
+    fd = int(value)
+    try:
+        os.set_inheritable(fd, False)
+    except OSError:
+        return None  # not open here: bind as usual
+    return fd
 
 
 class MasterObserver:

@@ -76,9 +76,11 @@ class RequestRecorder:
         ints = self._ints
         if ints is not None:
             block = self._blocks.get((method, status)) or self._block_for(method, status)
-            ints[block + bisect_left(BUCKETS, seconds)] += 1
+            # The bucket count last: a scrape that sees the request counted sees its bytes
+            # and its duration too (and requests in flight never go below zero).
             ints[self._bytes] += sent
             self._floats[self._duration] += seconds
+            ints[block + bisect_left(BUCKETS, seconds)] += 1
         if self.statsd is not None:
             self.statsd.request(status, seconds)
 

@@ -1,40 +1,50 @@
-"""The master process: spawns workers, watches them, and answers signals. It never serves.
+"""The master process: starts generations of workers, watches them, answers signals. It never
+serves.
 
-The loop is a handful of named steps run once per wake-up:
+The loop is a handful of named steps run once per wake-up, none of which waits on anything:
 
-    wait for a signal or a tick → handle queued signals → reap dead workers
-    → kill hung workers → keep the worker count → retire the old generation after a reload
+    wait for a signal, a generation's message or a tick (at most 1 s)
+    → handle queued signals → take the generations' events → reap dead workers
+    → kill hung workers → keep the worker count (rolling a reload) → finish a reload
 
 Signal handlers only queue the signal number and write to a self-pipe, so all the work above
-happens in ordinary code, never inside a handler.
+happens in ordinary code, never inside a handler. Each signal has a method `handle_<name>`
+(`handle_hup`, `handle_term`, ...), looked up by name as gunicorn's arbiter does.
+
+Workers are started through one contract, `server/starter.py`: a generation boots on its own
+(a zygote reading the settings and code, or nothing to wait for when the master forks), tells
+the loop when it is ready or why it failed, and reports each worker it starts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from django_prefork.conf import Config, ConfigError, parse_bind
-from django_prefork.logging import LoggingSetupError
+from django_prefork.conf import Config, parse_bind
 from django_prefork.metrics.master import MasterObserver, exit_reason
 from django_prefork.server.notify import Notifier
 from django_prefork.server.pidfile import Pidfile
 from django_prefork.server.signals import StraySignals, in_terminal_foreground
-from django_prefork.server.sockets import BindError, Listener, create_listeners
-from django_prefork.server.spawn import spawn_interpreter
+from django_prefork.server.sockets import BindError, Listener, reconcile_listeners
+from django_prefork.server.starter import (
+    READY,
+    Event,
+    Generation,
+    GenerationFailed,
+    GenerationReady,
+    WorkerStarted,
+    start_generation,
+)
 from django_prefork.server.upgrade import BinaryUpgrade
-from django_prefork.server.zygote import Zygote, ZygoteError, become_subreaper
+from django_prefork.server.zygote import become_subreaper
 from django_prefork.workers.base import WORKER_BOOT_ERROR, freeze_before_fork, set_process_title
-from django_prefork.workers.boot import ENV_VAR as WORKER_ENV_VAR
 from django_prefork.workers.heartbeat import Heartbeat
 from django_prefork.workers.loadboard import LoadBoard
 
@@ -52,12 +62,19 @@ HANDLED_SIGNALS = (
     signal.SIGWINCH,
     signal.SIGCHLD,
 )
+# The longest the loop sleeps: signals wake it at once, this bounds the timeout checks.
+TICK = 1.0
+# While workers boot the loop looks at their heartbeats this often, so the rest of a
+# generation (and the retirement of old workers on reload) follows without delay.
+BOOT_TICK = 0.05
 # A worker still importing the project is not "hung" until this long, whatever the timeout.
 MIN_BOOT_TIMEOUT = 30.0
 # After SIGABRT a hung worker gets this long to log its stack before SIGKILL.
 ABORT_GRACE = 2.0
-# Upper bound on re-reading settings in a fresh interpreter on HUP.
-REREAD_TIMEOUT = 60.0
+# A generation whose zygote keeps failing is started again at most this often.
+RESTART_BACKOFF = 5.0
+# Exits of processes reaped before their WorkerStarted event arrived, kept at most this many.
+MAX_UNCLAIMED = 128
 
 
 class HaltServer(Exception):
@@ -82,6 +99,17 @@ class WorkerRecord:
     killed: bool = False
 
 
+@dataclass
+class Rollout:
+    """A reload in progress: what to go back to if the new workers cannot boot."""
+
+    previous_generation: int
+    previous_cfg: Config
+    previous_listeners: list[Listener]
+    added: list[Listener]  # opened for the new bind list; closed on rollback
+    removed: list[Listener]  # left out of the new bind list; closed once the reload is done
+
+
 class Arbiter:
     """Supervises the workers for one runprefork invocation."""
 
@@ -92,23 +120,36 @@ class Arbiter:
         *,
         cli_overrides: dict[str, Any] | None = None,
         app: Any = None,
+        share_master: bool = True,
         metrics_listener: Listener | None = None,
     ) -> None:
         self.cfg = cfg
+        # Whether the first generation forks from this process (it has Django imported);
+        # the lean master (server/master.py) has not, and starts every generation in a zygote.
+        self.share_master = share_master
         self.listeners = listeners
         self.cli_overrides = cli_overrides or {}
         self.app = app  # set with --preload: workers are forked with the app already loaded
         self.pid = os.getpid()
         self.workers: dict[int, WorkerRecord] = {}
+        #: Generations that may start workers, by number; `generation` is the one whose
+        #: worker count is kept, `pending` one still booting after a HUP.
+        self.generations: dict[int, Generation] = {}
         self.generation = 0
         self.generation_booted = False  # a worker of the current generation became ready
+        self.pending: int | None = None
+        self.rollout: Rollout | None = None
+        self.reload_deferred = False  # a HUP came before any worker served
+        #: Stopped generations still owed a process exit or a fork report.
+        self.stopped_generations: list[Generation] = []
+        self._last_generation = 0
+        self._restart_at: float | None = None  # when to start the current generation again
+        self._unclaimed_exits: dict[int, int] = {}
         self.worker_age = 0
         self.num_workers = cfg.workers
         self.signal_queue: list[int] = []
         self.stopping = False
         self.pidfile: Pidfile | None = None
-        self._cfg_before_reload: Config | None = None
-        self.zygotes: dict[int, Zygote] = {}
         self.subreaper = False
         # Connections per worker, shared with every worker for fair accept (loadboard.py).
         self.board = LoadBoard()
@@ -133,6 +174,7 @@ class Arbiter:
             while True:
                 self.wait_for_wakeup(self._tick())
                 self.handle_signals()
+                self.poll_generations()
                 self.reap_workers()
                 self.murder_hung_workers()
                 self.manage_workers()
@@ -155,10 +197,13 @@ class Arbiter:
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, self._queue_signal)
         self.stray_signals.install(self._queue_signal)
+        # Blocked across the lean master's execve (server/master.py): deliver them now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         # DJANGO_PREFORK_NO_ZYGOTE=1 takes the exec path that platforms without a child
         # subreaper use (each worker its own fresh interpreter): for tests and debugging.
         self.subreaper = not os.environ.get("DJANGO_PREFORK_NO_ZYGOTE") and become_subreaper()
         log.info("Starting django-prefork master (pid: %s)", self.pid)
+        self.generations[0] = self._start_generation(0, reread=False)
 
     # -- the loop's steps ------------------------------------------------------------------
     def _queue_signal(self, signum: int, frame: Any) -> None:
@@ -168,22 +213,23 @@ class Arbiter:
             os.write(self._pipe_w, b".")
 
     def _tick(self) -> float:
-        # Poll quickly while workers boot, so the rest of a generation (and the retirement
-        # of the old one on reload) follows the first ready worker without delay.
         if any(not r.ready for r in self.workers.values()):
-            return 0.05
-        return 1.0
+            return BOOT_TICK
+        return TICK
 
     def wait_for_wakeup(self, timeout: float) -> None:
         if self.signal_queue:
             return
+        fds = [self._pipe_r]
+        for generation in self._all_generations():
+            fds.extend(generation.fds())
         try:
-            ready = self.observer.select([self._pipe_r], timeout)
+            ready = self.observer.select(fds, timeout)
         except OSError as exc:
-            if exc.errno != errno.EINTR:
+            if exc.errno not in (errno.EINTR, errno.EBADF):
                 raise
             return
-        if ready:
+        if self._pipe_r in ready:
             with contextlib.suppress(OSError):
                 while os.read(self._pipe_r, 512):
                     pass
@@ -196,27 +242,17 @@ class Arbiter:
             if self.stray_signals.handles(signum):
                 self.stray_signals.log_ignored(signum)
                 continue
-            name = signal.Signals(signum).name
-            log.info("Handling signal: %s", name[3:].lower())
-            if signum == signal.SIGTERM:
-                raise StopServer(graceful=True)
-            if signum in (signal.SIGINT, signal.SIGQUIT):
-                raise StopServer(graceful=False)
-            if signum == signal.SIGHUP:
-                self.notifier.reload_started()
-                self.reload()
-            elif signum == signal.SIGTTIN:
-                self.num_workers += 1
-            elif signum == signal.SIGTTOU:
-                # Never below one, as gunicorn; at zero (after WINCH) TTOU changes nothing.
-                if self.num_workers > 1:
-                    self.num_workers -= 1
-            elif signum == signal.SIGUSR1:
-                self.reopen_logs()
-            elif signum == signal.SIGUSR2:
-                self.handle_usr2()
-            elif signum == signal.SIGWINCH:
-                self.handle_winch()
+            name = signal.Signals(signum).name[3:].lower()
+            log.info("Handling signal: %s", name)
+            handler = getattr(self, f"handle_{name}", None)
+            if handler is not None:
+                handler()
+
+    def poll_generations(self) -> None:
+        """Take what every generation reports: ready, failed, a worker started."""
+        for generation in self._all_generations():
+            self._dispatch(generation, generation.poll())
+        self.stopped_generations = [g for g in self.stopped_generations if not g.settled]
 
     def reap_workers(self) -> None:
         while True:
@@ -229,17 +265,13 @@ class Arbiter:
             if self.upgrade.reap(pid, status, self.cfg):
                 continue  # the new master of a USR2 upgrade, not a worker
             record = self.workers.pop(pid, None)
-            if record is None:
-                self._forget_zygote(pid, status)
-                continue
-            record.heartbeat.close()
-            self.board.forget(pid)
-            self._log_exit(record, status)
-            code = os.waitstatus_to_exitcode(status)
-            self.observer.worker_exited(
-                pid, None if self.stopping else exit_reason(record, self.generation, code))
-            if code == WORKER_BOOT_ERROR and not record.ready:
-                self._on_boot_failure(record.generation)
+            if record is not None:
+                self._worker_exited(record, status)
+            elif not any(g.child_exited(pid, status) for g in self._all_generations()):
+                # A zygote's worker whose WorkerStarted is still on the control socket.
+                self._unclaimed_exits[pid] = status
+                while len(self._unclaimed_exits) > MAX_UNCLAIMED:
+                    del self._unclaimed_exits[next(iter(self._unclaimed_exits))]
 
     def murder_hung_workers(self) -> None:
         if not self.cfg.timeout:
@@ -255,8 +287,6 @@ class Arbiter:
                 continue
             if not record.ready:
                 record.ready = record.heartbeat.is_ready()
-                if record.ready and record.generation == self.generation:
-                    self.generation_booted = True
                 if not record.ready:
                     limit = max(self.cfg.timeout, MIN_BOOT_TIMEOUT)
                     if time.monotonic() - record.started_at > limit:
@@ -268,177 +298,90 @@ class Arbiter:
                 self._abort(record)
 
     def manage_workers(self) -> None:
-        """Keep exactly num_workers serving workers of the current generation."""
+        """Keep num_workers serving workers of the current generation.
+
+        During a reload the old workers count too: new ones start `reload_batch` at a time,
+        and an old one retires only once a new one serves in its place.
+        """
         self._refresh_readiness()
         current = self._current_workers()
-        if len(current) < self.num_workers:
-            # Until one worker of this generation has booted, start only one: a broken
-            # project then prints its import error once instead of once per worker.
-            missing = self.num_workers - len(current)
-            if not self.generation_booted:
-                missing = 0 if current else 1
-            generation = self.generation
-            for _ in range(missing):
-                if self.generation != generation:
-                    break  # a failed boot rolled back to the previous generation
-                self.spawn_worker()
+        older = [r for r in self.workers.values()
+                 if r.generation < self.generation and not r.retiring]
+        generation = self.generations.get(self.generation)
+        if generation is not None and generation.state == READY:
+            self._start_missing_workers(generation, current, older)
+        elif self._restart_at is not None:
+            self._restart_generation()
+        current = self._current_workers()
+        if older:
+            serving = sum(1 for r in current if r.ready)
+            surplus = len(older) + serving - self.num_workers
+            for record in sorted(older, key=lambda r: r.age)[:max(0, surplus)]:
+                self._retire(record)
         elif len(current) > self.num_workers:
-            excess = sorted(current, key=lambda r: r.age)[: len(current) - self.num_workers]
-            for record in excess:
+            oldest = sorted(current, key=lambda r: r.age)[: len(current) - self.num_workers]
+            for record in oldest:
                 self._retire(record)
 
     def finish_reload(self) -> None:
-        """After a HUP: once the new generation is fully up, retire the old workers."""
-        self._stop_unused_zygotes()
-        old = [r for r in self.workers.values()
-               if r.generation < self.generation and not r.retiring]
-        if not old:
+        """Once no old worker is left, close the listeners the reload removed; then run a
+        HUP that had to wait for a generation to serve."""
+        if self.reload_deferred and self.generation_booted:
+            self.reload()
+        if self.rollout is None or not self.generation_booted:
             return
-        current = self._current_workers()
-        if len(current) >= self.num_workers and all(r.ready for r in current):
-            for record in old:
-                self._retire(record)
-
-    # -- actions ---------------------------------------------------------------------------
-    def spawn_worker(self) -> None:
-        self.worker_age += 1
-        heartbeat = Heartbeat()
-        method = self._spawn_method()
-        if method == "fork":
-            pid = self._fork_worker(heartbeat)
-        elif method == "zygote":
-            try:
-                pid = self._zygote().fork_worker(self.worker_age, heartbeat)
-            except ZygoteError as exc:
-                heartbeat.close()
-                log.error("Worker failed to boot: %s", exc)
-                self._on_boot_failure(self.generation)
-                return
-        else:
-            pid = self._exec_worker(heartbeat)
-        self.workers[pid] = WorkerRecord(pid, self.worker_age, self.generation, heartbeat)
-        log.info("Booting worker with pid: %s", pid)
-
-    def _spawn_method(self) -> str:
-        """How the next worker starts: "fork" (of this process), "zygote" or "exec".
-
-        Forking shares the master's imported Django with every worker (less memory, a boot
-        in milliseconds), and this process holds the code and settings as they were on disk
-        at start. After a HUP only a fresh interpreter sees the new code, and gevent must
-        patch the standard library before Django is imported, which a fork of this process
-        cannot do: those workers come from a zygote (a fresh interpreter that imports Django
-        once and forks them), or are exec'd one by one where no zygote can be had. With
-        --preload the app lives here and is always forked (and, as with gunicorn, a HUP does
-        not reload its code).
-        """
-        if self.app is not None:
-            return "fork"
-        if self.generation == 0 and self.cfg.worker_class != "gevent":
-            return "fork"
-        return "zygote" if self.subreaper else "exec"
-
-    def _zygote(self) -> Zygote:
-        """The current generation's zygote, started (and waited for) on first use."""
-        zygote = self.zygotes.get(self.generation)
-        if zygote is None:
-            zygote = Zygote(self.cfg, self.listeners, self.generation, self.board)
-            self.zygotes[self.generation] = zygote
-            log.info("Booting zygote with pid: %s", zygote.pid)
-            zygote.wait_ready()
-        return zygote
-
-    def _stop_unused_zygotes(self) -> None:
-        for generation, zygote in list(self.zygotes.items()):
-            if generation != self.generation and not self._workers_of(generation):
-                zygote.stop()
-                del self.zygotes[generation]
-
-    def _exec_worker(self, heartbeat: Heartbeat) -> int:
-        """Start a worker as a fresh interpreter that inherits the sockets."""
-        fds = [listener.fileno() for listener in self.listeners]
-        spec = {
-            "cfg": self.cfg.to_dict(),
-            "age": self.worker_age,
-            "ppid": self.pid,
-            "listener_fds": fds,
-            "listener_specs": [listener.spec for listener in self.listeners],
-            "heartbeat_fd": heartbeat.fd,
-            "board_fd": self.board.fd,
-            "sys_path": sys.path,
-        }
-        return spawn_interpreter("django_prefork.workers.boot", WORKER_ENV_VAR, spec,
-                                 [*fds, heartbeat.fd, self.board.fd])
-
-    def _fork_worker(self, heartbeat: Heartbeat) -> int:
-        """Fork a worker that starts from this process's memory (copy-on-write)."""
-        age = self.worker_age
-        freeze_before_fork()
-        pid = os.fork()
-        if pid != 0:
-            return pid
-        # Child: from here on we are a worker and must never return into the master's loop.
-        os._exit(self._run_forked_worker(age, heartbeat))
-
-    def _run_forked_worker(self, age: int, heartbeat: Heartbeat) -> int:
-        from django_prefork.workers.base import run_worker_in_child
-
-        for sig in HANDLED_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
-        self.stray_signals.restore()
-        os.close(self._pipe_r)
-        os.close(self._pipe_w)
-        for record in self.workers.values():
-            record.heartbeat.close()
-        for zygote in self.zygotes.values():
-            zygote.close_control()
-        self.observer.close_in_child()
-        return run_worker_in_child(cfg=self.cfg, listeners=self.listeners, heartbeat=heartbeat,
-                                   age=age, ppid=self.pid, app=self.app, board=self.board)
-
-    def reload(self) -> None:
-        """HUP: re-read settings in a fresh interpreter, then start a new generation."""
-        try:
-            new_cfg = self._reread_config()
-        except ConfigError as exc:
-            log.error("Reload aborted, keeping the running configuration: %s", exc)
+        # A new worker serves, so there is no going back: the old zygotes may go (their
+        # workers keep the pages they share), which bounds the reload's peak memory.
+        for number in [n for n in self.generations if n < self.generation]:
+            self._drop_generation(number)
+        if any(r.generation < self.generation and not r.retiring
+               for r in self.workers.values()):
             return
-        try:  # opens the new log files first; on failure the old handlers stay in place
-            self._configure_logging(new_cfg)
-        except LoggingSetupError as exc:
-            log.error("Reload aborted, keeping the running configuration and logs: %s", exc)
-            return
-        if new_cfg.bind != self.cfg.bind:
-            try:
-                listeners = create_listeners([parse_bind(b) for b in new_cfg.bind],
-                                             new_cfg.backlog, umask=new_cfg.umask)
-            except BindError as exc:
-                log.error("Reload aborted, keeping the running configuration: %s", exc)
-                return
-            for old in self.listeners:
-                old.close()
-            self.listeners = listeners
-            for listener in listeners:
-                log.info("Listening at: %s (%s)", listener.url(), self.pid)
-        self._cfg_before_reload = self.cfg
-        self.cfg = new_cfg
-        self.num_workers = new_cfg.workers
-        self.generation += 1
-        self.generation_booted = False
-        log.info("Reloading: starting generation %s", self.generation)
+        for listener in self.rollout.removed:
+            log.info("Stopped listening at: %s", listener.url())
+            listener.close()
+        self.rollout = None
+        log.info("Reload complete: generation %s serves", self.generation)
+
+    # -- signals ---------------------------------------------------------------------------
+    def handle_hup(self) -> None:
+        self.notifier.reload_started()
+        self.reload()
+
+    def handle_term(self) -> None:
+        raise StopServer(graceful=True)
+
+    def handle_int(self) -> None:
+        raise StopServer(graceful=False)
+
+    def handle_quit(self) -> None:
+        raise StopServer(graceful=False)
+
+    def handle_ttin(self) -> None:
+        self.num_workers += 1
+
+    def handle_ttou(self) -> None:
+        # Never below one, as gunicorn; at zero (after WINCH) TTOU changes nothing.
+        if self.num_workers > 1:
+            self.num_workers -= 1
+
+    def handle_usr1(self) -> None:
+        self.reopen_logs()
 
     # -- binary upgrade, WINCH, sd_notify (logic in upgrade.py, signals.py, notify.py) ---------
     def handle_usr2(self) -> None:
         """USR2: start a new master on our sockets (server/upgrade.py); we keep serving."""
-        self.upgrade.start(self.cfg, self.listeners)
+        self.upgrade.start(self.cfg, self.listeners, self.observer.listener_fd())
 
     def handle_winch(self) -> None:
-        """WINCH: stop every worker gracefully, keep the master; HUP or TTIN starts workers."""
+        """WINCH: stop every worker gracefully, keep the master; HUP or TTIN starts them."""
         if in_terminal_foreground():
             # gunicorn acts on WINCH only when daemonized: in a terminal, a resize sends it.
             log.info("WINCH ignored: the master runs in the foreground of a terminal, whose "
                      "window resizes send it")
             return
         log.info("Stopping all workers gracefully (WINCH); HUP or TTIN starts them again")
+        self.observer.set_ready(False)  # load balancers stop sending to this instance
         self.num_workers = 0
         for record in list(self.workers.values()):
             if not record.retiring:
@@ -449,10 +392,41 @@ class Arbiter:
         self.upgrade.tick(self.cfg, self.pidfile, self.listeners, self.cfg.pidfile)
         old_serving = any(r.generation < self.generation and not r.retiring
                           for r in self.workers.values())
-        if self.generation_booted and not old_serving:
+        if self.generation_booted and not old_serving and self.pending is None:
             self.upgrade.serving(self.pidfile)
             plural = "s" if self.num_workers != 1 else ""
             self.notifier.serving(f"Serving with {self.num_workers} worker{plural}")
+
+    # -- actions ---------------------------------------------------------------------------
+    def reload(self) -> None:
+        """HUP: boot a new generation, which reads the settings and code again.
+
+        It serves only once ready (settings valid, URLconf loaded); until then, and for good
+        if it fails, the current workers go on serving.
+        """
+        self._refresh_readiness()
+        current = self.generations.get(self.generation)
+        if current is None or current.state != READY or not self.generation_booted:
+            # Nothing proven to serve yet that a new generation could fall back on: reload
+            # once something does (finish_reload).
+            log.info("Reload deferred until generation %s has a worker serving",
+                     self.generation)
+            self.reload_deferred = True
+            return
+        self.reload_deferred = False
+        if self.pending is not None:
+            log.info("Reload restarted: generation %s had not finished booting", self.pending)
+            self._drop_generation(self.pending)
+        self._last_generation += 1
+        number = self._last_generation
+        self.generations[number] = self._start_generation(number, reread=True)
+        self.pending = number
+        log.info("Reloading: starting generation %s", number)
+
+    def spawn_worker(self, generation: Generation) -> None:
+        self.worker_age += 1
+        generation.start_worker(self.worker_age, Heartbeat())
+        self._dispatch(generation, generation.poll())
 
     def reopen_logs(self) -> None:
         from django_prefork.logging import reopen_log_files
@@ -468,8 +442,11 @@ class Arbiter:
         self.observer.set_ready(False)  # load balancers stop sending before we close
         for listener in self.listeners:
             listener.close()
-        for zygote in self.zygotes.values():
-            zygote.stop()
+        if self.rollout is not None:
+            for listener in self.rollout.removed:
+                listener.close()
+        for number in list(self.generations):
+            self._drop_generation(number)
         sig = signal.SIGTERM if graceful else signal.SIGQUIT
         for pid in list(self.workers):
             self._kill(pid, sig)
@@ -498,7 +475,236 @@ class Arbiter:
         except HaltServer:
             pass
 
-    # -- helpers ---------------------------------------------------------------------------
+    # -- generations -----------------------------------------------------------------------
+    def _start_generation(self, number: int, *, reread: bool) -> Generation:
+        return start_generation(
+            number, self.cfg, self.board, method=self._spawn_method(number), reread=reread,
+            cli=self.cli_overrides, fork=self._fork_worker,
+            # With --preload the app (and its code) stays the master's: nothing to check.
+            check_code=self.app is None,
+        )
+
+    def _spawn_method(self, number: int) -> str:
+        """How generation `number` starts its workers: "fork", "zygote" or "exec".
+
+        Forking shares the master's imported Django with every worker (less memory, a boot
+        in milliseconds), and this process holds the code and settings as they were on disk
+        at start. After a HUP only a fresh interpreter sees the new code, and gevent must
+        patch the standard library before Django is imported, which a fork of this process
+        cannot do: those workers come from a zygote (a fresh interpreter that imports Django
+        once and forks them), or are exec'd one by one where no zygote can be had. With
+        --preload the app lives here and is always forked (and, as with gunicorn, a HUP does
+        not reload its code).
+        """
+        if self.app is not None:
+            return "fork"
+        if number == 0 and self.share_master and self.cfg.worker_class != "gevent":
+            return "fork"
+        return "zygote" if self.subreaper else "exec"
+
+    def _all_generations(self) -> list[Generation]:
+        return [*self.generations.values(), *self.stopped_generations]
+
+    def _dispatch(self, generation: Generation, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, WorkerStarted):
+                self._on_worker_started(generation, event)
+            elif isinstance(event, GenerationReady):
+                self._on_generation_ready(generation)
+            elif isinstance(event, GenerationFailed):
+                self._on_generation_failed(generation, event.reason)
+
+    def _on_worker_started(self, generation: Generation, event: WorkerStarted) -> None:
+        record = WorkerRecord(event.pid, event.age, event.generation, event.heartbeat)
+        self.workers[event.pid] = record
+        log.info("Booting worker with pid: %s", event.pid)
+        if generation in self.stopped_generations:
+            self._retire(record)  # its generation was stopped while this fork was on its way
+        status = self._unclaimed_exits.pop(event.pid, None)
+        if status is not None:
+            del self.workers[event.pid]
+            self._worker_exited(record, status)
+
+    def _on_generation_ready(self, generation: Generation) -> None:
+        if generation.number == self.pending:
+            self._begin_rollout(generation)
+        elif generation in self.generations.values():
+            generation.use_listeners(self.listeners)
+            if generation.method == "zygote":
+                log.info("Zygote (pid:%s) of generation %s is ready", getattr(
+                    generation, "pid", "?"), generation.number)
+
+    def _on_generation_failed(self, generation: Generation, reason: str) -> None:
+        number = generation.number
+        if generation in self.stopped_generations or self.stopping:
+            return
+        if number == self.pending:
+            self._abort_reload(reason)
+        elif number == self.generation:
+            if not self.generation_booted and self.rollout is None:
+                raise HaltServer(f"Worker failed to boot: {reason}", WORKER_BOOT_ERROR)
+            if not self.generation_booted:
+                self._roll_back(f"generation {number} lost its zygote: {reason}")
+                return
+            log.error("Generation %s cannot start workers: %s", number, reason)
+            # Started again at once after serving; after a failed start, with a back-off.
+            delay = 0.0 if generation.was_ready else RESTART_BACKOFF
+            self._restart_at = time.monotonic() + delay
+        else:
+            log.warning("Generation %s, being replaced, cannot start workers: %s",
+                        number, reason)
+
+    def _restart_generation(self) -> None:
+        """The current generation's zygote died: start it again, when _restart_at says."""
+        if self._restart_at is None or time.monotonic() < self._restart_at or self.stopping:
+            return
+        self._restart_at = None
+        self._drop_generation(self.generation)
+        self.generations[self.generation] = self._start_generation(self.generation, reread=False)
+        log.info("Starting generation %s's zygote again", self.generation)
+
+    def _begin_rollout(self, generation: Generation) -> None:
+        """The new generation is ready: switch to its settings and start replacing workers."""
+        from django_prefork.logging import LoggingSetupError
+
+        new_cfg = generation.cfg
+        listeners, added, removed = self.listeners, [], []
+        if new_cfg.bind != self.cfg.bind:
+            try:
+                change = reconcile_listeners(
+                    self.listeners, [parse_bind(b) for b in new_cfg.bind], new_cfg.backlog,
+                    new_cfg.umask)
+            except (BindError, ValueError) as exc:
+                self._abort_reload(str(exc))
+                return
+            listeners, added, removed = change.listeners, change.added, change.removed
+        try:
+            self._configure_logging(new_cfg)
+        except LoggingSetupError as exc:
+            for listener in added:
+                listener.close()
+            self._abort_reload(str(exc))
+            return
+        if self.rollout is not None:
+            # A HUP during a reload: the one before is the state to go back to now.
+            for listener in self.rollout.removed:
+                listener.close()
+            for number in [n for n in self.generations if n < self.generation]:
+                self._drop_generation(number)
+        self.rollout = Rollout(self.generation, self.cfg, self.listeners, added, removed)
+        generation.use_listeners(listeners)
+        self.listeners = listeners
+        for listener in added:
+            log.info("Listening at: %s (%s)", listener.url(), self.pid)
+        self.cfg = new_cfg
+        self.num_workers = new_cfg.workers
+        self.generation = generation.number
+        self.generation_booted = False
+        self.pending = None
+        self._restart_at = None  # a restart pending was for the generation now replaced
+        log.info("Reloading: generation %s is ready; replacing the workers %s at a time",
+                 generation.number, new_cfg.reload_batch)
+
+    def _abort_reload(self, reason: str) -> None:
+        log.error("Reload aborted, the previous workers keep serving: %s", reason)
+        if self.pending is not None:
+            self._drop_generation(self.pending)
+            self.pending = None
+
+    def _roll_back(self, reason: str) -> None:
+        """The new generation's first worker could not boot: the previous one serves on."""
+        from django_prefork.logging import LoggingSetupError
+
+        rollout = self.rollout
+        assert rollout is not None
+        self.rollout = None
+        failed = self.generation
+        log.error("Reload aborted, the previous workers keep serving: %s", reason)
+        for record in self._workers_of(failed):
+            self._retire(record)
+        self._drop_generation(failed)
+        for listener in rollout.added:
+            listener.close()
+        self.listeners = rollout.previous_listeners
+        self.cfg = rollout.previous_cfg
+        self.num_workers = self.cfg.workers
+        self.generation = rollout.previous_generation
+        self.generation_booted = True
+        restored = self.generations.get(self.generation)
+        # Its zygote may have died meanwhile: then start it again.
+        self._restart_at = None if restored and restored.state == READY else time.monotonic()
+        with contextlib.suppress(LoggingSetupError):
+            self._configure_logging(self.cfg)
+
+    def _drop_generation(self, number: int) -> None:
+        generation = self.generations.pop(number, None)
+        if generation is None:
+            return
+        generation.stop()
+        if not generation.settled:
+            self.stopped_generations.append(generation)
+
+    def _start_missing_workers(self, generation: Generation, current: list[WorkerRecord],
+                               older: list[WorkerRecord]) -> None:
+        starting = sum(1 for r in current if not r.ready) + generation.pending_workers
+        if not self.generation_booted:
+            # One worker until one has booted: a broken project then prints its import
+            # error once instead of once per worker, and a reload rolls back cheaply.
+            room = 1 - starting
+        elif older:
+            room = self.cfg.reload_batch - starting
+        else:
+            room = self.num_workers
+        missing = self.num_workers - len(current) - generation.pending_workers
+        for _ in range(min(missing, room)):
+            if self.generation != generation.number:
+                break  # a failed boot rolled back to the previous generation
+            self.spawn_worker(generation)
+
+    # -- workers ---------------------------------------------------------------------------
+    def _fork_worker(self, age: int, heartbeat: Heartbeat, cfg: Config) -> int:
+        """Fork a worker that starts from this process's memory (copy-on-write)."""
+        freeze_before_fork()
+        pid = os.fork()
+        if pid != 0:
+            return pid
+        # Child: from here on we are a worker and must never return into the master's loop.
+        os._exit(self._run_forked_worker(age, heartbeat, cfg))
+
+    def _run_forked_worker(self, age: int, heartbeat: Heartbeat, cfg: Config) -> int:
+        from django_prefork.workers.base import run_worker_in_child
+
+        for sig in HANDLED_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        self.stray_signals.restore()
+        self.observer.close_in_child()
+        os.close(self._pipe_r)
+        os.close(self._pipe_w)
+        for record in self.workers.values():
+            record.heartbeat.close()
+        for generation in self._all_generations():
+            generation.close_in_child()
+        return run_worker_in_child(cfg=cfg, listeners=self.listeners, heartbeat=heartbeat,
+                                   age=age, ppid=self.pid, app=self.app, board=self.board)
+
+    def _worker_exited(self, record: WorkerRecord, status: int) -> None:
+        record.heartbeat.close()
+        self.board.forget(record.pid)
+        self._log_exit(record, status)
+        code = os.waitstatus_to_exitcode(status)
+        self.observer.worker_exited(
+            record.pid, None if self.stopping else exit_reason(record, self.generation, code))
+        if code == WORKER_BOOT_ERROR and not record.ready:
+            self._on_boot_failure(record.generation)
+
+    def _on_boot_failure(self, generation: int) -> None:
+        if generation != self.generation or self.generation_booted:
+            return
+        if self.rollout is None:
+            raise HaltServer("Worker failed to boot.", WORKER_BOOT_ERROR)
+        self._roll_back(f"a worker of generation {generation} failed to boot "
+                        f"(exit code {WORKER_BOOT_ERROR}; its error is logged above)")
+
     def _current_workers(self) -> list[WorkerRecord]:
         return [r for r in self.workers.values()
                 if r.generation == self.generation and not r.retiring]
@@ -509,6 +715,9 @@ class Arbiter:
                 record.ready = True
             if record.ready and record.generation == self.generation:
                 self.generation_booted = True
+
+    def _workers_of(self, generation: int) -> list[WorkerRecord]:
+        return [r for r in self.workers.values() if r.generation == generation]
 
     def _retire(self, record: WorkerRecord) -> None:
         record.retiring = True
@@ -523,36 +732,6 @@ class Arbiter:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
-
-    def _forget_zygote(self, pid: int, status: int) -> None:
-        for generation, zygote in list(self.zygotes.items()):
-            if zygote.pid == pid:
-                del self.zygotes[generation]
-                zygote.stop()
-                if not self.stopping:
-                    code = os.waitstatus_to_exitcode(status)
-                    log.warning("Zygote (pid:%s) exited with code %s", pid, code)
-
-    def _on_boot_failure(self, generation: int) -> None:
-        if generation == self.generation and not self.generation_booted:
-            if self.generation == 0:
-                raise HaltServer("Worker failed to boot.", WORKER_BOOT_ERROR)
-            # A reload whose new code cannot boot: keep the old generation serving.
-            log.error("Reload failed: the new workers could not boot; the previous workers "
-                      "keep serving.")
-            self.generation -= 1
-            self.generation_booted = True
-            for other in self._workers_of(generation):
-                self._retire(other)
-            failed = self.zygotes.pop(generation, None)
-            if failed is not None:
-                failed.stop()
-            if self._cfg_before_reload is not None:
-                self.cfg = self._cfg_before_reload
-                self.num_workers = self.cfg.workers
-
-    def _workers_of(self, generation: int) -> list[WorkerRecord]:
-        return [r for r in self.workers.values() if r.generation == generation]
 
     def _log_exit(self, record: WorkerRecord, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
@@ -570,24 +749,6 @@ class Arbiter:
         from django_prefork.logging import configure_logging
 
         configure_logging(cfg)
-
-    def _reread_config(self) -> Config:
-        """Load settings.py again in a fresh interpreter (this one has the old module)."""
-        env = dict(os.environ)
-        env["DJANGO_PREFORK_CLI"] = json.dumps(self.cli_overrides)
-        env["DJANGO_PREFORK_SYS_PATH"] = json.dumps(sys.path)
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "django_prefork.server.reread"],
-                env=env, capture_output=True, text=True, timeout=REREAD_TIMEOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired:
-            raise ConfigError("re-reading the settings timed out") from None
-        if proc.returncode != 0:
-            lines = (proc.stderr or "").strip().splitlines() or ["unknown error"]
-            raise ConfigError(lines[-1])
-        return Config.from_dict(json.loads(proc.stdout))
 
 
 class StopServer(Exception):

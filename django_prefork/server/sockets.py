@@ -251,3 +251,30 @@ def _describe(exc: OSError) -> str:
     if exc.errno == errno.EADDRNOTAVAIL:
         return "address not available on this machine"
     return exc.strerror or str(exc)
+
+
+@dataclass
+class ListenerChange:
+    """The listeners after a bind-list change, and which of them are new or gone."""
+
+    listeners: list[Listener]
+    added: list[Listener]
+    removed: list[Listener]
+
+
+def reconcile_listeners(current: list[Listener], specs: list[BindSpec],
+                        backlog: int, umask: int = 0) -> ListenerChange:
+    """Keep the listeners whose address is still wanted, open the added ones.
+
+    An address kept keeps its socket object: binding it again would fail with "address
+    already in use" (the old socket still holds it) and would drop the connections queued on
+    it. The removed ones are returned, not closed: the caller closes them once no worker of
+    the old generation needs them. BindError (with nothing opened) if an added one fails.
+    """
+    by_spec = {listener.spec: listener for listener in current}
+    wanted = [str(spec) for spec in specs]
+    new = create_listeners([spec for spec in specs if str(spec) not in by_spec], backlog, umask)
+    opened = iter(new)
+    listeners = [by_spec[text] if text in by_spec else next(opened) for text in wanted]
+    removed = [listener for listener in current if listener.spec not in wanted]
+    return ListenerChange(listeners, new, removed)

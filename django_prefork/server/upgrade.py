@@ -30,6 +30,8 @@ log = logging.getLogger("django_prefork.error")
 
 # Set by the old master in the new master's environment: the old master's pid.
 OLD_MASTER_ENV_VAR = "DJANGO_PREFORK_OLD_MASTER"
+#: The old master's metrics socket, handed to the new master (metrics/master.py adopts it).
+METRICS_INHERIT_ENV_VAR = "DJANGO_PREFORK_INHERIT_METRICS_FD"
 # The new master's pidfile while the old master lives (gunicorn's name).
 NEW_PIDFILE_SUFFIX = ".2"
 
@@ -50,9 +52,21 @@ def start_directory() -> str:
     return cwd
 
 
+#: The operator's command line, when this process is no longer running it as such: the lean
+#: master (server/master.py) is an execve of `python -m django_prefork.server.master`.
+_operator_command: list[str] | None = None
+
+
+def set_start_command(argv: list[str]) -> None:
+    """Record the command line (interpreter options included) a USR2 must run again."""
+    global _operator_command
+    _operator_command = list(argv)
+
+
 def start_command() -> list[str]:
     """This process's command line (interpreter options and `-m` included)."""
-    argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+    argv = _operator_command or list(getattr(sys, "orig_argv", None)
+                                     or [sys.executable, *sys.argv])
     return [sys.executable, *argv[1:]]
 
 
@@ -120,8 +134,9 @@ class BinaryUpgrade:
         return path + NEW_PIDFILE_SUFFIX if self.is_new_master else path
 
     # -- in the old master -----------------------------------------------------------------
-    def start(self, cfg: Any, listeners: list[Listener]) -> None:
-        """USR2: start the new master with our listening sockets."""
+    def start(self, cfg: Any, listeners: list[Listener], metrics_fd: int | None = None) -> None:
+        """USR2: start the new master with our listening sockets (and the metrics one: the
+        new master cannot bind the port we hold)."""
         if self.new_master_pid is not None:
             log.warning("USR2 ignored: a new master (pid: %s) is already running",
                         self.new_master_pid)
@@ -134,6 +149,9 @@ class BinaryUpgrade:
         env[INHERIT_ENV_VAR] = inheritance_spec(listeners)
         env[OLD_MASTER_ENV_VAR] = str(os.getpid())
         fds = [listener.fileno() for listener in listeners]
+        if metrics_fd is not None:
+            env[METRICS_INHERIT_ENV_VAR] = str(metrics_fd)
+            fds.append(metrics_fd)
         try:
             pid = self._fork_exec(env, fds)
         except OSError as exc:

@@ -1,17 +1,21 @@
-"""The master's end of a zygote (see `django_prefork.workers.zygote` for why there is one)."""
+"""The master's end of a zygote (see `django_prefork.workers.zygote` for why there is one).
+
+Nothing here blocks: the control socket is non-blocking, sits in the master loop's select,
+and is read only when it has something to say.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
-import select
 import signal
 import socket
 import sys
-import time
 from typing import Any
 
+from django_prefork.conf import Config
 from django_prefork.server.sockets import Listener
 from django_prefork.server.spawn import spawn_interpreter
 from django_prefork.workers.heartbeat import Heartbeat
@@ -19,14 +23,7 @@ from django_prefork.workers.loadboard import LoadBoard
 from django_prefork.workers.zygote import ENV_VAR
 
 _PR_SET_CHILD_SUBREAPER = 36
-#: Longest wait for the zygote to import Django and the settings.
-BOOT_TIMEOUT = 120.0
-#: Longest wait for one fork to be reported.
-FORK_TIMEOUT = 10.0
-
-
-class ZygoteError(Exception):
-    """The zygote failed to start or to fork; the master falls back or stops."""
+_MAX_MESSAGE = 65536
 
 
 def become_subreaper() -> bool:
@@ -40,76 +37,72 @@ def become_subreaper() -> bool:
         return False
 
 
-class Zygote:
-    """A fresh interpreter holding one generation's imports; forks its workers."""
+class ZygoteProcess:
+    """A zygote (or, with probe=True, a one-shot settings-and-code check) being run by us."""
 
-    def __init__(self, cfg: Any, listeners: list[Listener], generation: int,
-                 board: LoadBoard) -> None:
-        self.generation = generation
-        self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = [listener.fileno() for listener in listeners]
+    def __init__(self, cfg: Config, board: LoadBoard, *, reread: bool, probe: bool,
+                 cli: dict[str, Any], check_code: bool, verbose_errors: bool) -> None:
+        self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         spec = {
             "cfg": cfg.to_dict(),
-            "listener_fds": fds,
-            "listener_specs": [listener.spec for listener in listeners],
+            "reread": reread,
+            "probe": probe,
+            "cli": cli,
+            "check_code": check_code,
+            "verbose_errors": verbose_errors,
+            # Whether to patch comes from the running config: the new settings are only
+            # known once read, and patching must come first.
+            "gevent": cfg.worker_class == "gevent",
             "control_fd": theirs.fileno(),
             "board_fd": board.fd,
             "master_pid": os.getpid(),
             "sys_path": sys.path,
         }
-        pid = spawn_interpreter("django_prefork.workers.zygote", ENV_VAR, spec,
-                                [*fds, theirs.fileno(), board.fd])
+        self.pid = spawn_interpreter("django_prefork.workers.zygote", ENV_VAR, spec,
+                                     [theirs.fileno(), board.fd])
         theirs.close()
-        self.pid = pid
-        self.ready = False
-        self._buffer = b""
+        self._sock.setblocking(False)
+        self.exited = False
+        self.eof = False
 
-    def wait_ready(self, timeout: float = BOOT_TIMEOUT) -> None:
-        """Block until the zygote has set Django up; ZygoteError if it died trying."""
-        if self._read(1, timeout) != b"R":
-            raise ZygoteError("the zygote failed to start")
-        self.ready = True
+    def fileno(self) -> int:
+        return self._sock.fileno()
 
-    def fork_worker(self, age: int, heartbeat: Heartbeat) -> int:
-        try:
-            socket.send_fds(self._sock, [str(age).encode()], [heartbeat.fd])
-            line = self._read_line(FORK_TIMEOUT)
-        except OSError as exc:
-            raise ZygoteError(f"the zygote did not fork: {exc}") from None
-        return int(line)
+    def receive(self) -> list[bytes]:
+        """Every message waiting on the control socket; b"" once the zygote has gone."""
+        messages: list[bytes] = []
+        while True:
+            try:
+                message = self._sock.recv(_MAX_MESSAGE)
+            except (BlockingIOError, InterruptedError):
+                return messages
+            except OSError:
+                message = b""
+            messages.append(message)
+            if not message:
+                self.eof = True  # nothing more will come: stop watching the socket
+                return messages
+
+    def send_listeners(self, listeners: list[Listener]) -> None:
+        specs = json.dumps([listener.spec for listener in listeners]).encode()
+        self._send_with_fds(b"L" + specs, [listener.fileno() for listener in listeners])
+
+    def request_worker(self, age: int, heartbeat: Heartbeat) -> None:
+        self._send_with_fds(b"W" + str(age).encode(), [heartbeat.fd])
+
+    def _send_with_fds(self, message: bytes, fds: list[int]) -> None:
+        # A few bytes on a socket nobody else writes to: the buffer never fills, so this
+        # does not block; OSError if the zygote has gone (its exit is reported by waitpid).
+        socket.send_fds(self._sock, [message], fds)
 
     def stop(self) -> None:
-        self.close_control()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)
+        """Ask it to exit. The control socket stays open until it has (a fork it made just
+        before may still report its worker, which the master must know of to stop it)."""
+        if not self.exited:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
 
     def close_control(self) -> None:
         """Drop our end of the control socket (also in a forked worker, which has a copy)."""
         with contextlib.suppress(OSError):
             self._sock.close()
-
-    # -- reading with a deadline ------------------------------------------------------------
-    def _read(self, size: int, timeout: float) -> bytes:
-        deadline = time.monotonic() + timeout
-        while len(self._buffer) < size:
-            self._fill(deadline)
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
-
-    def _read_line(self, timeout: float) -> bytes:
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            self._fill(deadline)
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line
-
-    def _fill(self, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ZygoteError("the zygote did not answer in time")
-        ready, _, _ = select.select([self._sock], [], [], remaining)
-        if ready:
-            chunk = self._sock.recv(4096)
-            if not chunk:
-                raise ZygoteError("the zygote exited")
-            self._buffer += chunk

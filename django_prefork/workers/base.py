@@ -433,7 +433,11 @@ def run_worker_in_child(
             signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
         if app is None:
             try:
+                from django_prefork.workers.boot import load_urlconf, warm_up
+
                 worker.app = load_wsgi_app()
+                load_urlconf()  # a broken view fails the boot, not the first request
+                warm_up(worker.app, cfg)  # RELOAD_WARMUP_PATH, if set
             except Exception:
                 sys.stderr.write("Worker failed to boot:\n" + traceback.format_exc())
                 sys.stderr.flush()

@@ -1,15 +1,26 @@
-"""The zygote: a fresh interpreter that imports Django once and forks workers on request.
+"""The zygote: a fresh interpreter that reads a generation's settings and code once, then forks
+its workers on request.
 
-Why: a worker started as a fresh interpreter shares no memory with anything, so after a HUP
-(new code must come from a fresh interpreter) and for gevent (which must patch the standard
-library before Django is imported, so it cannot be a fork of the master) each worker would
-carry its own copy of Python, Django and the project's modules. The zygote imports them once;
-its forks share those pages copy-on-write and boot in milliseconds.
+Why: after a HUP only a fresh interpreter sees the new code and settings, and gevent must patch
+the standard library before Django is imported, which a fork of the master cannot do. A worker
+started as a fresh interpreter of its own would share no memory with anything; the zygote
+imports Django and the project once, and its forks share those pages copy-on-write and boot in
+milliseconds. Reading the settings here, in the generation's own interpreter, means they are
+read once, by the code that will run with them.
 
-Protocol on the control socket (a socketpair with the master):
-- zygote → master: b"R" once Django is set up (or EOF if it failed: exit WORKER_BOOT_ERROR).
-- master → zygote: the worker's age as ASCII digits, with the heartbeat fd attached
-  (SCM_RIGHTS); zygote → master: the new worker's pid and b"\n".
+The zygote counts as ready only once it has loaded the URLconf: Django imports it lazily, so a
+SyntaxError in a view would otherwise show only as a 500 on the first request, after the old
+workers had retired.
+
+Protocol on the control socket (an AF_UNIX SOCK_SEQPACKET pair: one message per send):
+- zygote → master: b"R" + the resolved config as JSON once ready, or b"F" + one line saying
+  why it cannot be (then it exits).
+- master → zygote: b"L" + the listeners' specs as JSON, their fds attached (SCM_RIGHTS): the
+  sockets the workers serve. Sent once, after "R" (the settings may change the bind list).
+- master → zygote: b"W" + the worker's age, its heartbeat fd attached; zygote → master:
+  b"P" + "age pid" once forked.
+- In "probe" mode (spec["probe"]) the zygote reports R or F and exits: the generation then
+  forks or execs its workers itself.
 Each worker is double-forked so that it is re-parented to the master (a child subreaper):
 the master reaps it, and the worker's parent-death check watches the master.
 """
@@ -23,60 +34,139 @@ import socket
 import sys
 import time
 import traceback
+from typing import Any
 
 ENV_VAR = "DJANGO_PREFORK_ZYGOTE"
+#: Exit status of a zygote that could not get ready (it said why on the control socket).
+ZYGOTE_BOOT_ERROR = 3
 _REPARENT_WAIT = 5.0
+_MAX_MESSAGE = 65536
+_MAX_FDS = 256
+
+
+class BootFailure(Exception):
+    """The generation cannot start; str() is the one line the master logs."""
 
 
 def main() -> None:
     spec = json.loads(os.environ.pop(ENV_VAR))
     sys.path[:] = spec["sys_path"]
-    if spec["cfg"]["worker_class"] == "gevent":
+    control = socket.socket(fileno=spec["control_fd"])
+    if spec["gevent"]:
         from gevent import monkey
 
         monkey.patch_all()
+    try:
+        cfg = boot(spec)
+    except BootFailure as exc:
+        if spec["verbose_errors"] and exc.__cause__ is not None:
+            sys.stderr.write("Worker failed to boot:\n" + "".join(
+                traceback.format_exception(exc.__cause__)))
+            sys.stderr.flush()
+        _send(control, b"F" + str(exc).encode("utf-8", "replace"))
+        os._exit(ZYGOTE_BOOT_ERROR)
 
-    from django_prefork.conf import Config
-    from django_prefork.server.sockets import listeners_from_fds
-    from django_prefork.workers.base import WORKER_BOOT_ERROR, set_process_title
-    from django_prefork.workers.loadboard import LoadBoard
+    from django_prefork.workers.base import set_process_title
 
-    cfg = Config.from_dict(spec["cfg"])
-    master_pid = spec["master_pid"]
-    control = socket.socket(fileno=spec["control_fd"])
+    set_process_title("zygote", cfg)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the master, which stops us
+    _send(control, b"R" + json.dumps(cfg.to_dict()).encode())
+    if spec["probe"]:
+        os._exit(0)
+    serve_fork_requests(control, cfg, spec)
+    os._exit(0)
+
+
+def boot(spec: dict[str, Any]) -> Any:
+    """Read the settings (again, after a HUP), set Django up and load the URLconf."""
+    from django_prefork.conf import Config, ConfigError, load_config
+
+    try:
+        if spec["reread"]:
+            from django.conf import settings
+
+            cfg = load_config(prefork=getattr(settings, "PREFORK", None), environ=os.environ,
+                              cli=spec["cli"])
+        else:
+            cfg = Config.from_dict(spec["cfg"])
+    except ConfigError as exc:
+        raise BootFailure(str(exc)) from None
+    except Exception as exc:  # an error in settings.py itself
+        raise BootFailure(f"cannot load the settings: {describe_error(exc)}") from exc
+    if (cfg.worker_class == "gevent") != spec["gevent"]:
+        raise BootFailure(
+            f"WORKER_CLASS changed to {cfg.worker_class!r}: switching to or from gevent needs "
+            "a restart (gevent patches the standard library before Django is imported)")
     try:
         import django
 
         django.setup()
         from django.db import connections
 
-        from django_prefork.logging import configure_logging
+        from django_prefork.logging import LoggingSetupError, configure_logging
 
-        configure_logging(cfg)
-        connections.close_all()  # settings may have opened one; workers must not share it
-        listeners = listeners_from_fds(spec["listener_fds"], spec["listener_specs"])
-        board = LoadBoard(spec["board_fd"])
-    except Exception:
-        sys.stderr.write("Worker failed to boot:\n" + traceback.format_exc())
-        sys.stderr.flush()
-        os._exit(WORKER_BOOT_ERROR)
+        try:
+            configure_logging(cfg)
+        except LoggingSetupError as exc:
+            raise BootFailure(str(exc)) from None
+        if spec["check_code"]:
+            from django_prefork.workers.boot import load_urlconf
 
-    set_process_title("zygote", cfg)
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the master, which stops us
-    control.sendall(b"R")
+            load_urlconf()
+        connections.close_all()  # opened by settings or URLconf? workers must not share it
+    except BootFailure:
+        raise
+    except Exception as exc:
+        raise BootFailure(f"cannot load the project: {describe_error(exc)}") from exc
+    return cfg
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line: the exception and, unless it says so itself, where it was raised."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, SyntaxError):
+        return text  # its str() names the file and the line
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        text += f" ({frames[-1].filename}, line {frames[-1].lineno})"
+    return " ".join(text.split())
+
+
+def serve_fork_requests(control: socket.socket, cfg: Any, spec: dict[str, Any]) -> None:
+    """Wait for the listeners, then fork a worker for each request until the master goes."""
+    from django_prefork.server.sockets import Listener, listeners_from_fds
+    from django_prefork.workers.loadboard import LoadBoard
+
+    board = LoadBoard(spec["board_fd"])
+    listeners: list[Listener] = []
     while True:
         try:
-            message, fds, _, _ = socket.recv_fds(control, 64, 1)
+            message, fds, _, _ = socket.recv_fds(control, _MAX_MESSAGE, _MAX_FDS)
         except OSError:
-            break
+            return
         if not message:
-            break  # the master is gone
-        _fork_worker(control, cfg, listeners, board, int(message), fds[0], master_pid)
-    os._exit(0)
+            return  # the master is gone
+        kind, body = message[:1], message[1:]
+        if kind == b"L":
+            for old in listeners:
+                old.close(unlink=False)
+            listeners = listeners_from_fds(fds, json.loads(body))
+        elif kind == b"W" and fds:
+            _fork_worker(control, cfg, listeners, board, int(body), fds[0], spec["master_pid"])
+        else:
+            for fd in fds:
+                os.close(fd)
 
 
-def _fork_worker(control: socket.socket, cfg: object, listeners: list, board: object,
+def _send(control: socket.socket, message: bytes) -> None:
+    try:
+        control.send(message)
+    except OSError:
+        os._exit(ZYGOTE_BOOT_ERROR)  # the master is gone
+
+
+def _fork_worker(control: socket.socket, cfg: Any, listeners: list, board: Any,
                  age: int, heartbeat_fd: int, master_pid: int) -> None:
     from django_prefork.workers.base import freeze_before_fork
 
@@ -91,14 +181,14 @@ def _fork_worker(control: socket.socket, cfg: object, listeners: list, board: ob
     try:
         worker = os.fork()
         if worker:
-            control.sendall(f"{worker}\n".encode())
+            control.send(f"P{age} {worker}".encode())
             os._exit(0)
         _become_worker(control, cfg, listeners, board, age, heartbeat_fd, master_pid)
     finally:
         os._exit(1)
 
 
-def _become_worker(control: socket.socket, cfg: object, listeners: list, board: object,
+def _become_worker(control: socket.socket, cfg: Any, listeners: list, board: Any,
                    age: int, heartbeat_fd: int, master_pid: int) -> None:
     from django_prefork.workers.base import run_worker_in_child
     from django_prefork.workers.heartbeat import Heartbeat

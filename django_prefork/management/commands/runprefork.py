@@ -188,7 +188,17 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         # Children must not share the master's database connections.
         connections.close_all()
+        from django_prefork.server.master import (
+            exec_lean_master,
+            hold_signals,
+            lean_master_possible,
+        )
+
+        hold_signals()  # from the banner on, signals wait for the master's handlers
         self.print_banner(cfg, listeners, metrics_listener)
+        if lean_master_possible(cfg, getattr(settings, "LOGGING", None)):
+            # The same process, without Django.
+            exec_lean_master(cfg, listeners, cli, metrics_listener)
         try:
             status = Arbiter(cfg, listeners, cli_overrides=cli, app=app,
                              metrics_listener=metrics_listener).run()

@@ -1,0 +1,286 @@
+"""HUP as a rolling reload, through `runprefork` with real signals, sockets and clients.
+
+Each test serves a settings module (and, where the code changes, a copy of the test project)
+written into tmp_path, so it can change them between HUPs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from server import (
+    LISTEN_RE,
+    TESTS_DIR,
+    ClientLoop,
+    Server,
+    children_of,
+    free_port,
+    is_zygote,
+    pid_alive,
+    unix_get,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+RELOAD_DONE = r"Reload complete: generation (\d+) serves"
+
+
+class Project:
+    """A settings module (and optionally a copy of the test project) the test may rewrite."""
+
+    def __init__(self, root: Path, copy_project: bool = False) -> None:
+        self.root = root
+        self.settings = root / "reloadsettings.py"
+        if copy_project:
+            shutil.copytree(TESTS_DIR / "testproject", root / "testproject")
+        self.views = root / "testproject" / "views.py"
+
+    def write_settings(self, prefork: str, extra: str = "") -> None:
+        self.settings.write_text(
+            f"from testproject.settings import *  # noqa: F403\n{extra}\nPREFORK = {prefork}\n")
+
+    def server(self, *args: str, bind: str | None = "127.0.0.1:0") -> Server:
+        server = Server(*args, settings="reloadsettings", bind=bind)
+        server.env["PYTHONPATH"] = os.pathsep.join([str(self.root), server.env["PYTHONPATH"]])
+        # Files rewritten within a second keep their size: a cached .pyc would be reused.
+        server.env["PYTHONDONTWRITEBYTECODE"] = "1"
+        return server
+
+
+def hup_and_wait(server: Server, pattern: str = RELOAD_DONE, timeout: float = 60.0) -> str:
+    """Send HUP; wait for a line (after this point) matching pattern; return the line."""
+    mark = len(server.lines)
+    server.signal(signal.SIGHUP)
+    return server.wait_for_line(pattern, timeout=timeout, start=mark).string
+
+
+def test_master_keeps_working_while_a_new_generation_boots_slowly(tmp_path: Path):
+    """The new generation's settings block at import: meanwhile the master still answers
+    TTIN and replaces a killed worker, because nothing in its loop waits on the boot."""
+    project = Project(tmp_path)
+    project.write_settings("{'WORKERS': 2}")
+    started, gate = tmp_path / "import-started", tmp_path / "gate"
+    with project.server() as server:
+        server.start(wait_workers=2)
+        project.write_settings("{'WORKERS': 2}", extra=(
+            "import pathlib, time\n"
+            f"pathlib.Path({str(started)!r}).touch()\n"
+            "_deadline = time.monotonic() + 30\n"
+            f"while not pathlib.Path({str(gate)!r}).exists() and time.monotonic() < _deadline:\n"
+            "    time.sleep(0.05)\n"))
+        server.signal(signal.SIGHUP)
+        wait_until(started.exists, timeout=30, message="the new generation to import settings")
+        server.signal(signal.SIGTTIN)
+        wait_until(lambda: len(server.ready_workers()) == 3, timeout=20,
+                   message="a third worker after TTIN while the new generation boots")
+        victim = server.ready_workers()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: victim not in server.worker_pids()
+                   and len(server.ready_workers()) == 3, timeout=20,
+                   message="the killed worker replaced while the new generation boots")
+        assert server.get("/hello")[0] == 200
+        assert not gate.exists() and "generation 1 is ready" not in server.output
+        old = set(server.ready_workers())
+        gate.touch()
+        server.wait_for_line(RELOAD_DONE, timeout=60)
+        wait_until(lambda: len(server.ready_workers()) == 2
+                   and not set(server.ready_workers()) & old, timeout=20,
+                   message="two workers of the new generation (HUP resets the count)")
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "gthread", "gevent"])
+def test_five_hups_without_a_failed_request(tmp_path: Path, worker_class: str):
+    if worker_class == "gevent":
+        pytest.importorskip("gevent")
+    project = Project(tmp_path)
+    project.write_settings(f"{{'WORKERS': 3, 'WORKER_CLASS': {worker_class!r}}}")
+    with project.server() as server:
+        server.start(wait_workers=3)
+        with ClientLoop(server) as loop:
+            for expected in range(1, 6):
+                before = set(server.ready_workers())
+                line = hup_and_wait(server)
+                assert line.endswith(f"generation {expected} serves")
+                wait_until(lambda b=before: len(server.ready_workers()) == 3
+                           and not set(server.ready_workers()) & b, timeout=20,
+                           message="three new workers")
+                loop.wait_for_more()
+        assert loop.failures == [], loop.failures[:5]
+        # Batches of one (the default): never more than one new worker booting at a time,
+        # so never more than workers + 1 serving.
+        assert "replacing the workers 1 at a time" in server.output
+
+
+def test_reload_batch_replaces_workers_several_at_a_time(tmp_path: Path):
+    project = Project(tmp_path)
+    project.write_settings("{'WORKERS': 4, 'RELOAD_BATCH': 2}")
+    with project.server() as server:
+        server.start(wait_workers=4)
+        before = set(server.ready_workers())
+        with ClientLoop(server) as loop:
+            line = hup_and_wait(server, r"replacing the workers (\d+) at a time")
+            assert "replacing the workers 2 at a time" in line
+            server.wait_for_line(RELOAD_DONE, timeout=60)
+            wait_until(lambda: len(server.ready_workers()) == 4
+                       and not set(server.ready_workers()) & before, timeout=20,
+                       message="four new workers")
+            loop.wait_for_more()
+        assert loop.failures == [], loop.failures[:5]
+
+
+def test_bad_reload_keeps_the_old_workers_then_a_fixed_one_works(tmp_path: Path):
+    """A bad setting, then a SyntaxError in a view, then a project whose WSGI module fails in
+    the worker: each time the old workers serve on and one line says why; then a fixed HUP
+    reloads."""
+    project = Project(tmp_path, copy_project=True)
+    project.write_settings("{'WORKERS': 2}")
+    good_views = project.views.read_text()
+    with project.server() as server:
+        server.start(wait_workers=2)
+        workers = set(server.ready_workers())
+        with ClientLoop(server) as loop:
+            project.write_settings("{'WORKERS': 0}")
+            line = hup_and_wait(server, r"Reload aborted")
+            assert "the previous workers keep serving" in line and "WORKERS" in line
+            loop.wait_for_more()
+
+            project.write_settings("{'WORKERS': 2}")
+            project.views.write_text(good_views + "\ndef broken(:\n")
+            line = hup_and_wait(server, r"Reload aborted")
+            assert "SyntaxError" in line and "views.py" in line, line
+            loop.wait_for_more()
+            assert "Traceback" not in server.output  # one line each time, said by the master
+
+            project.views.write_text(good_views)
+            project.write_settings(
+                "{'WORKERS': 2}", extra="WSGI_APPLICATION = 'testproject.broken_wsgi.application'")
+            line = hup_and_wait(server, r"Reload aborted")
+            assert "failed to boot" in line, line
+            loop.wait_for_more()
+            assert set(server.ready_workers()) == workers
+            assert all(pid_alive(pid) for pid in workers)
+
+            project.write_settings("{'WORKERS': 2}")
+            hup_and_wait(server)
+            wait_until(lambda: len(server.ready_workers()) == 2
+                       and not set(server.ready_workers()) & workers, timeout=20,
+                       message="two new workers after the fixed HUP")
+            loop.wait_for_more()
+        assert loop.failures == [], loop.failures[:5]
+
+
+def test_hup_with_a_changed_bind_list(tmp_path: Path):
+    """The kept address keeps its socket (no "address already in use", no refused client),
+    the added one opens, the removed one closes once its workers are gone."""
+    port = free_port()
+    old_sock, new_sock = str(tmp_path / "old.sock"), str(tmp_path / "new.sock")
+    project = Project(tmp_path)
+    project.write_settings(f"{{'WORKERS': 2, 'BIND': ['127.0.0.1:{port}', 'unix:{old_sock}']}}")
+    with project.server(bind=None) as server:
+        server.start(wait_workers=2)
+        assert server.port == port
+        assert unix_get(old_sock)[0] == 200
+        with ClientLoop(server) as loop:
+            project.write_settings(
+                f"{{'WORKERS': 2, 'BIND': ['127.0.0.1:{port}', 'unix:{new_sock}']}}")
+            mark = len(server.lines)
+            hup_and_wait(server)
+            server.wait_for_line(rf"Listening at: unix:{new_sock}", start=mark)
+            server.wait_for_line(rf"Stopped listening at: unix:{old_sock}", start=mark)
+            loop.wait_for_more()
+        assert loop.failures == [], loop.failures[:5]
+        assert "already in use" not in server.output
+        assert unix_get(new_sock)[0] == 200
+        assert not os.path.exists(old_sock)
+
+
+def test_a_hup_during_start_up_is_kept_for_later():
+    """Sent as soon as the banner is out (the master is re-executing itself without Django, or
+    has no worker yet), a HUP neither ends the master nor is lost: it reloads once a worker
+    of the first generation serves."""
+    with Server("--workers", "1") as server:
+        server.start(wait_workers=None)
+        server.wait_for_line(LISTEN_RE, timeout=30)
+        server.signal(signal.SIGHUP)
+        server.wait_for_line(RELOAD_DONE, timeout=60)
+        assert server.proc is not None and server.proc.poll() is None
+        assert "Reload deferred" in server.output or "Handling signal: hup" in server.output
+
+
+def test_a_log_file_that_cannot_be_opened_aborts_the_reload(tmp_path: Path):
+    project = Project(tmp_path)
+    project.write_settings("{'WORKERS': 2}")
+    with project.server() as server:
+        server.start(wait_workers=2)
+        workers = set(server.ready_workers())
+        project.write_settings("{'WORKERS': 2, 'ACCESSLOG': '/nonexistent/d/x.log'}")
+        line = hup_and_wait(server, r"Reload aborted")
+        assert "/nonexistent/d/x.log" in line
+        assert server.get("/hello")[0] == 200
+        assert set(server.ready_workers()) == workers
+        project.write_settings("{'WORKERS': 2}")
+        hup_and_wait(server)
+        assert server.get("/hello")[0] == 200
+
+
+def test_hup_with_preload_rereads_the_settings(tmp_path: Path):
+    """--preload keeps the app (and its code) in the master, as gunicorn does; a HUP still
+    reads the settings again, in a one-shot interpreter, and forks the new workers."""
+    project = Project(tmp_path)
+    project.write_settings("{'WORKERS': 1}")
+    with project.server("--preload") as server:
+        server.start(wait_workers=1)
+        (first,) = server.ready_workers()
+        project.write_settings("{'WORKERS': 2}")
+        hup_and_wait(server)
+        wait_until(lambda: len(server.ready_workers()) == 2
+                   and first not in server.ready_workers(), timeout=20,
+                   message="two forked workers after HUP with WORKERS = 2")
+        assert server.get("/hello")[0] == 200
+
+
+def test_a_killed_zygote_is_started_again():
+    with Server("--workers", "2") as server:
+        server.start(wait_workers=2)
+        (zygote,) = [pid for pid in children_of(server.pid) if is_zygote(pid)]
+        os.kill(zygote, signal.SIGKILL)
+        server.wait_for_line(rf"zygote \(pid:{zygote}\) exited", timeout=20)
+        wait_until(lambda: [pid for pid in children_of(server.pid)
+                            if is_zygote(pid) and pid != zygote], timeout=30,
+                   message="a new zygote")
+        victim = server.ready_workers()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: victim not in server.worker_pids()
+                   and len(server.ready_workers()) == 2, timeout=30,
+                   message="the killed worker replaced by the new zygote")
+        assert server.get("/hello")[0] == 200
+
+
+def test_warmup_path_failing_keeps_the_old_workers(tmp_path: Path):
+    """With RELOAD_WARMUP_PATH, a new worker must answer that path without a 5xx before it
+    counts as ready: a view that imports but fails when run rolls the reload back."""
+    project = Project(tmp_path)
+    project.write_settings("{'WORKERS': 2, 'RELOAD_WARMUP_PATH': '/hello'}")
+    with project.server() as server:
+        server.start(wait_workers=2)
+        workers = set(server.ready_workers())
+        with ClientLoop(server) as loop:
+            project.write_settings("{'WORKERS': 2, 'RELOAD_WARMUP_PATH': '/error'}")
+            line = hup_and_wait(server, r"Reload aborted")
+            assert "failed to boot" in line, line
+            assert "GET /error answered 500" in server.output
+            loop.wait_for_more()
+            assert set(server.ready_workers()) == workers
+            project.write_settings("{'WORKERS': 2, 'RELOAD_WARMUP_PATH': '/hello?from=test'}")
+            hup_and_wait(server)
+            wait_until(lambda: len(server.ready_workers()) == 2
+                       and not set(server.ready_workers()) & workers, timeout=20,
+                       message="two new workers that answered the warm-up")
+            loop.wait_for_more()
+        assert loop.failures == [], loop.failures[:5]
