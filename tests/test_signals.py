@@ -43,12 +43,30 @@ def test_stray_signals_are_logged_and_the_master_keeps_serving():
 def test_repeated_stray_signal_is_logged_once_per_interval():
     server = Server("--workers", "1")
     try:
-        server.start(**DETACHED)
-        for _ in range(5):
+        server.start(wait_workers=1, **DETACHED)  # the master's handlers are in place
+        server.signal(signal.SIGALRM)
+        server.wait_for_line(r"Ignoring signal alrm")
+        for _ in range(4):  # one at a time, so that none merges with a pending one
+            mark = len(server.lines)
             server.signal(signal.SIGALRM)
-        server.signal(signal.SIGUSR1)  # handled after the ALRMs: a marker that they all were
-        server.wait_for_line(r"Handling signal: usr1")
+            server.signal(signal.SIGUSR1)
+            server.wait_for_line(r"Handling signal: usr1", start=mark)
         assert server.output.count("Ignoring signal alrm") == 1
+        assert server.proc is not None and server.proc.poll() is None
+    finally:
+        server.stop()
+
+
+def test_stray_signal_during_startup_waits_for_the_masters_handlers():
+    """From the banner on, a signal is held until the master can handle it, instead of
+    ending the process by its default action (here while the lean master starts)."""
+    server = Server("--workers", "1")
+    try:
+        server.start(wait_workers=None, **DETACHED)
+        server.wait_for_line(r"Listening at:")  # printed by the command, before the execve
+        server.signal(signal.SIGALRM)
+        server.wait_for_line(r"Ignoring signal alrm")
+        server.wait_booted(1)
         assert server.proc is not None and server.proc.poll() is None
     finally:
         server.stop()

@@ -31,7 +31,7 @@ from django_prefork.conf import Config, parse_bind
 from django_prefork.metrics.master import MasterObserver, exit_reason
 from django_prefork.server.notify import Notifier
 from django_prefork.server.pidfile import Pidfile
-from django_prefork.server.signals import StraySignals, in_terminal_foreground
+from django_prefork.server.signals import STRAY_SIGNALS, StraySignals, in_terminal_foreground
 from django_prefork.server.sockets import BindError, Listener, reconcile_listeners
 from django_prefork.server.starter import (
     READY,
@@ -62,6 +62,8 @@ HANDLED_SIGNALS = (
     signal.SIGWINCH,
     signal.SIGCHLD,
 )
+#: Every signal the master catches: held (blocked) from the banner until its handlers exist.
+MASTER_SIGNALS = (*HANDLED_SIGNALS, *STRAY_SIGNALS)
 # The longest the loop sleeps: signals wake it at once, this bounds the timeout checks.
 TICK = 1.0
 # While workers boot the loop looks at their heartbeats this often, so the rest of a
@@ -198,7 +200,7 @@ class Arbiter:
             signal.signal(sig, self._queue_signal)
         self.stray_signals.install(self._queue_signal)
         # Blocked across the lean master's execve (server/master.py): deliver them now.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
         # DJANGO_PREFORK_NO_ZYGOTE=1 takes the exec path that platforms without a child
         # subreaper use (each worker its own fresh interpreter): for tests and debugging.
         self.subreaper = not os.environ.get("DJANGO_PREFORK_NO_ZYGOTE") and become_subreaper()

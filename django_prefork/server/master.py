@@ -21,7 +21,7 @@ import sys
 from typing import Any, NoReturn
 
 from django_prefork.conf import Config
-from django_prefork.server.arbiter import HANDLED_SIGNALS, Arbiter
+from django_prefork.server.arbiter import MASTER_SIGNALS, Arbiter
 from django_prefork.server.sockets import Listener
 
 ENV_VAR = "DJANGO_PREFORK_MASTER"
@@ -43,9 +43,10 @@ def hold_signals() -> None:
     """Keep the master's signals pending until its handlers are in place (Arbiter.start).
 
     From the banner on an operator may signal the master; until then the default actions
-    would end it (HUP, USR1, TTIN...). The mask also survives the lean master's execve.
+    would end it (HUP, USR1, TTIN, and stray ones such as ALRM or PIPE). The mask also
+    survives the lean master's execve.
     """
-    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
 
 
 def exec_lean_master(cfg: Config, listeners: list[Listener], cli: dict[str, Any],

@@ -179,6 +179,12 @@ def _fork_worker(control: socket.socket, cfg: Any, listeners: list, board: Any,
     # The middle process: fork the worker, report its pid, and exit so that the worker is
     # re-parented to the master.
     try:
+        # The master may signal the worker (USR1, TERM) as soon as it learns its pid: born
+        # with those signals blocked, the worker acts on them once its handlers are in place
+        # (run_worker_in_child unblocks them), instead of dying by their default action.
+        from django_prefork.workers.base import WORKER_SIGNALS
+
+        signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
         worker = os.fork()
         if worker:
             control.send(f"P{age} {worker}".encode())
