@@ -37,6 +37,8 @@ class CoreSettings:
     header_map: str
     forwarded_allow_ips: tuple[str, ...]
     secure_scheme_headers: tuple[tuple[str, str], ...]  # (header name, value meaning https)
+    sendfile: bool = True  # False: never sendfile(2) (--no-sendfile)
+    forwarder_headers: tuple[str, ...] = ()  # environ keys a trusted proxy may set
 
     @classmethod
     def from_config(cls, cfg: Config) -> CoreSettings:
@@ -59,4 +61,6 @@ class CoreSettings:
             header_map=cfg.header_map,
             forwarded_allow_ips=tuple(cfg.forwarded_allow_ips),
             secure_scheme_headers=tuple(cfg.secure_scheme_headers.items()),
+            sendfile=cfg.sendfile,
+            forwarder_headers=tuple(cfg.forwarder_headers),
         )
