@@ -374,7 +374,7 @@ class ConfigPathRule:
 class RawEnvRule:
     """``KEY=VALUE`` strings (gunicorn's ``raw_env``), as a list or a dict; stored as a list."""
 
-    TO = "KEY=VALUE strings such as ['DJANGO_DEBUG=0']"
+    TO = "KEY=VALUE text such as DJANGO_DEBUG=0"
 
     def describe(self) -> str:
         return "list of KEY=VALUE strings"
