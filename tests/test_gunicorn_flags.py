@@ -195,3 +195,37 @@ def test_forwarder_header_names_are_validated():
         load_config(prefork={"FORWARDER_HEADERS": ["X-Script-Name"]})
     assert load_config(prefork={"FORWARDER_HEADERS": "script_name, remote_user"}
                        ).forwarder_headers == ["SCRIPT_NAME", "REMOTE_USER"]
+
+
+def _raw_status_and_environ(server, head: bytes) -> tuple[int, dict | None]:
+    response = server.raw(head)
+    status = int(response.split(b" ", 2)[1])
+    body = response.partition(b"\r\n\r\n")[2]
+    return status, (json.loads(body) if status == 200 else None)
+
+
+LENIENT_REQUESTS = {
+    "casefold_http_method": b"get /environ HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    "permit_obsolete_folding": (b"GET /environ HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n"
+                                b"  two\r\nConnection: close\r\n\r\n"),
+    "strip_header_spaces": (b"GET /environ HTTP/1.1\r\nHost: a\r\nX-Spaced \t: v\r\n"
+                            b"Connection: close\r\n\r\n"),
+}
+
+
+def test_http_leniencies_are_off_by_default_and_work_when_on():
+    with running(settings=SETTINGS) as server:
+        for head in LENIENT_REQUESTS.values():
+            assert _raw_status_and_environ(server, head)[0] == 400, head
+    with running("--casefold-http-method", "--permit-obsolete-folding",
+                 "--strip-header-spaces", settings=SETTINGS) as server:
+        status, data = _raw_status_and_environ(server, LENIENT_REQUESTS["casefold_http_method"])
+        assert status == 200 and data["REQUEST_METHOD"] == "GET"
+        status, data = _raw_status_and_environ(server,
+                                               LENIENT_REQUESTS["permit_obsolete_folding"])
+        assert status == 200 and data["headers"]["HTTP_X_FOLDED"] == "one two"
+        status, data = _raw_status_and_environ(server, LENIENT_REQUESTS["strip_header_spaces"])
+        assert status == 200 and data["headers"]["HTTP_X_SPACED"] == "v"
+        # A folded first field line is still refused (RFC 9112 §2.2).
+        assert _raw_status_and_environ(
+            server, b"GET /environ HTTP/1.1\r\n X: a\r\nHost: a\r\n\r\n")[0] == 400

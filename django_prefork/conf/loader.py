@@ -312,6 +312,9 @@ class Config:
     reuse_port: bool
     sendfile: bool
     forwarder_headers: list[str]
+    casefold_http_method: bool
+    permit_obsolete_folding: bool
+    strip_header_spaces: bool
 
     def __init__(self, values: Mapping[str, Any] | None = None,
                  sources: Mapping[str, str] | None = None,

@@ -320,7 +320,33 @@ MECHANICS_SETTINGS: tuple[Setting, ...] = (
         metavar="NAMES",
     ),
 )
-SETTINGS = SETTINGS + OBSERVABILITY_SETTINGS + MECHANICS_SETTINGS
+
+#: gunicorn's opt-in HTTP leniencies (off by default there too): each loosens what RFC 9112
+#: asks a server to refuse, for clients that cannot be fixed.
+LENIENCY_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "casefold_http_method", ("--casefold-http-method",), False, BoolRule(),
+        "Request limits",
+        "Serve a lower-case method as upper case ('get' as GET); methods are case-sensitive "
+        "(RFC 9110 §9.1), so off refuses 'get' with 400.",
+        action="store_true",
+    ),
+    Setting(
+        "permit_obsolete_folding", ("--permit-obsolete-folding",), False, BoolRule(),
+        "Request limits",
+        "Accept header values folded over lines (obs-fold, RFC 9112 §5.2), each fold read "
+        "as one space; off refuses them with 400.",
+        action="store_true",
+    ),
+    Setting(
+        "strip_header_spaces", ("--strip-header-spaces",), False, BoolRule(),
+        "Request limits",
+        "Accept whitespace between a header name and its colon ('Name : v'); a request "
+        "smuggling risk that RFC 9112 §5.1 says to refuse (400 when off).",
+        action="store_true",
+    ),
+)
+SETTINGS = SETTINGS + OBSERVABILITY_SETTINGS + MECHANICS_SETTINGS + LENIENCY_SETTINGS
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
