@@ -180,4 +180,8 @@ def read_config_file(path: str) -> tuple[ConfigFile, list[FileProblem]]:
             result.values[name] = value
         else:
             problems.append(_unknown(path, name))
+    if result.hooks:
+        # Said once at start-up, so nobody believes a post_fork ran when it did not.
+        result.notes.append(f"config file {path}: hooks {', '.join(sorted(result.hooks))} "
+                            "are checked but not called yet (issue 12, server hooks).")
     return result, problems
