@@ -262,3 +262,13 @@ def test_a_real_server_runs_the_file():
         for pid in server.worker_pids():
             assert _cmdline(pid).startswith("confapp-e2e: worker"), _cmdline(pid)
         assert set(server.worker_pids()) <= set(children_of(server.pid))
+
+
+def test_migrating_md_accounts_for_every_gunicorn_setting():
+    from django_prefork.conf.configfile import GUNICORN_SETTINGS, HOOK_ARITY
+
+    text = (REPO_ROOT / "docs" / "migrating.md").read_text()
+    table = text[text.index("## Every gunicorn setting"):text.index("## Out of scope")]
+    missing = sorted(name for name in [*GUNICORN_SETTINGS, *HOOK_ARITY]
+                     if f"`{name}`" not in table)
+    assert not missing, f"docs/migrating.md does not list {missing}"
