@@ -29,10 +29,20 @@ PREFORK = {
 }
 ```
 
-Precedence, lowest to highest: **default < `PREFORK` < environment variable < command
-line**. Unlike gunicorn, where `PORT` and `WEB_CONCURRENCY` only change the default, here
-an environment variable overrides `PREFORK` (so a platform's `PORT` wins over settings.py)
-and a command-line option overrides both. An empty environment variable counts as unset.
+Precedence, lowest to highest: **default < `PREFORK` < config file (`-c`) < environment
+variable (including `GUNICORN_CMD_ARGS`) < command line**. Unlike gunicorn, where `PORT`
+and `WEB_CONCURRENCY` only change the default, here an environment variable overrides
+`PREFORK` and the config file (so a platform's `PORT` wins over settings.py) and a
+command-line option overrides everything. An empty environment variable counts as unset.
+
+The config file is a gunicorn config file as it stands (`-c gunicorn.conf.py`, or
+`PREFORK["CONFIG"]`): Python, with settings as module globals under their lower-case
+names and server hooks as functions. Its values are read the way gunicorn reads them,
+so text such as `workers = "3"` is converted; `wsgi_app` is ignored (Django's
+`WSGI_APPLICATION` names the app), names starting with `_` and what the file imports are
+skipped, and any other unknown name stops start-up with a did-you-mean.
+`GUNICORN_CMD_ARGS` holds command-line flags (gunicorn's spellings), split as a shell
+would. Migrating from gunicorn: [migrating.md](migrating.md).
 
 `PREFORK` values must have the right Python type (`"WORKERS": "3"` or
 `"PRELOAD_APP": "yes"` is an error); command-line and environment values are text and are

@@ -1,7 +1,8 @@
 """Load, validate and hold the server configuration.
 
-Precedence, lowest to highest: defaults < ``settings.PREFORK`` < environment variables
-(``PORT``, ``WEB_CONCURRENCY``, ``FORWARDED_ALLOW_IPS``) < command line. Every user mistake
+Precedence, lowest to highest: defaults < ``settings.PREFORK`` < a gunicorn config file
+(``-c``) < environment variables (``PORT``, ``WEB_CONCURRENCY``, ``FORWARDED_ALLOW_IPS``,
+``SENDFILE``, and gunicorn's flags in ``GUNICORN_CMD_ARGS``) < command line. Every user mistake
 becomes a ``ConfigError`` whose ``str()`` is one line naming the setting, the bad value and
 the fix, so the command can print it instead of a traceback. No Django import here: the
 workers and the docs generator use this without settings.
@@ -12,10 +13,11 @@ from __future__ import annotations
 import argparse
 import difflib
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .binds import BindSpec, parse_bind
+from .configfile import ConfigFile, read_config_file
 from .registry import SECTIONS, SETTINGS, SETTINGS_BY_KEY, SETTINGS_BY_NAME, Setting
 from .validators import Invalid
 
@@ -31,9 +33,12 @@ __all__ = [
 
 DEFAULT = "default"
 PREFORK = "PREFORK"
+CONFIG_FILE = "config file"
 ENVIRONMENT = "environment"
 COMMAND_LINE = "command line"
-SOURCES = (DEFAULT, PREFORK, ENVIRONMENT, COMMAND_LINE)
+SOURCES = (DEFAULT, PREFORK, CONFIG_FILE, ENVIRONMENT, COMMAND_LINE)
+#: gunicorn's variable for extra command-line flags (shlex-split), read as the environment.
+CMD_ARGS_ENV = "GUNICORN_CMD_ARGS"
 
 _MAX_REPR = 120
 
@@ -71,6 +76,13 @@ def _error(setting: Setting, source: str, value: Any, exc: Invalid, *,
         shown = exc.item if exc.has_item else value
         where = f"{setting.flag} {_cli_text(shown)}"
         fix = f"pass {setting.flag} {exc.to}"
+    elif source == CONFIG_FILE and label:
+        where = f"config file {label}: {setting.name} = {_short_repr(value)}"
+        fix = f"set {setting.name} to {exc.to}"
+    elif source == ENVIRONMENT and env_var == CMD_ARGS_ENV and setting.flag:
+        shown = exc.item if exc.has_item else value
+        where = f"{CMD_ARGS_ENV}: {setting.flag} {_cli_text(shown)}"
+        fix = f"pass {setting.flag} {exc.to} in {CMD_ARGS_ENV}"
     elif source == ENVIRONMENT and env_var:
         where = f"environment variable {env_var}={_short_repr(value)}"
         fix = f"set {env_var} to {exc.to} or unset it"
@@ -166,7 +178,61 @@ def _check_environ(environ: Mapping[str, str] | None) -> tuple[dict[str, Any], l
             values[setting.name] = setting.rule(raw, True)
         except Invalid as exc:
             errors.append(_error(setting, ENVIRONMENT, text, exc, env_var=setting.env))
+    cmd_args = environ.get(CMD_ARGS_ENV)
+    if cmd_args and cmd_args.strip():
+        given, parse_errors = _parse_cmd_args(cmd_args)
+        errors.extend(parse_errors)
+        for name, raw in given.items():
+            setting = SETTINGS_BY_NAME[name]
+            try:
+                values[name] = setting.rule(raw, True)
+            except Invalid as exc:
+                errors.append(_error(setting, ENVIRONMENT, raw, exc, env_var=CMD_ARGS_ENV))
     return values, errors
+
+
+class _FlagsError(Exception):
+    """argparse's complaint about GUNICORN_CMD_ARGS, raised instead of exiting."""
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse would print usage and exit
+        raise _FlagsError(message)
+
+
+def _parse_cmd_args(text: str) -> tuple[dict[str, Any], list[ConfigError]]:
+    """Settings from ``GUNICORN_CMD_ARGS``: gunicorn's flags, split as a shell would."""
+    def problem(why: str) -> list[ConfigError]:
+        return [ConfigError(f"environment variable {CMD_ARGS_ENV}={_short_repr(text)} is "
+                            f"invalid: {why}. Fix: pass only setting flags such as "
+                            f"'--workers 3 --timeout 60', or unset it.",
+                            source=ENVIRONMENT, value=text)]
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        return {}, problem(str(exc))
+    parser = _RaisingParser(prog=CMD_ARGS_ENV, add_help=False, allow_abbrev=False)
+    add_arguments(parser)
+    try:
+        namespace = parser.parse_args(argv)
+    except _FlagsError as exc:
+        return {}, problem(str(exc))
+    return vars(namespace), []
+
+
+def _check_config_file(path: str) -> tuple[ConfigFile, dict[str, Any], list[ConfigError]]:
+    """The file's settings (converted as text is, like gunicorn's validators) and errors."""
+    config_file, problems = read_config_file(path)
+    errors = [ConfigError(p.message, setting=p.name, source=CONFIG_FILE, value=path)
+              for p in problems]
+    values: dict[str, Any] = {}
+    for name, raw in config_file.values.items():
+        setting = SETTINGS_BY_NAME[name]
+        try:
+            values[name] = setting.rule(raw, True)
+        except Invalid as exc:
+            errors.append(_error(setting, CONFIG_FILE, raw, exc, label=path))
+    return config_file, values, errors
 
 
 def _check_cli(cli: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[ConfigError]]:
@@ -204,7 +270,7 @@ def _copy(value: Any) -> Any:
 class Config:
     """The resolved, validated settings; read-only. ``cfg.<name>`` for every setting."""
 
-    __slots__ = ("_sources", "_values")
+    __slots__ = ("_hooks", "_notes", "_sources", "_values")
 
     # For editors and type checkers; values come from __getattr__.
     bind: list[str]
@@ -241,16 +307,51 @@ class Config:
     statsd_host: str | None
     statsd_prefix: str
     dogstatsd_tags: str
+    config: str | None
+    raw_env: list[str]
+    chdir: str | None
+    pythonpath: list[str]
+    reuse_port: bool
+    sendfile: bool
+    forwarder_headers: list[str]
+    casefold_http_method: bool
+    permit_obsolete_folding: bool
+    strip_header_spaces: bool
 
     def __init__(self, values: Mapping[str, Any] | None = None,
-                 sources: Mapping[str, str] | None = None) -> None:
-        """Trusted constructor: ``values`` must already be validated (use load_config)."""
+                 sources: Mapping[str, str] | None = None,
+                 hooks: Mapping[str, Callable[..., Any]] | None = None,
+                 notes: Iterable[str] = ()) -> None:
+        """Trusted constructor: ``values`` must already be validated (use load_config).
+
+        ``hooks`` None means "not read yet": ``cfg.hooks`` then reads them from the config
+        file on first use (a Config rebuilt in a fresh interpreter by from_dict).
+        """
         vals = {s.name: _copy(s.default) for s in SETTINGS}
         srcs = {s.name: DEFAULT for s in SETTINGS}
         vals.update(values or {})
         srcs.update(sources or {})
         object.__setattr__(self, "_values", vals)
         object.__setattr__(self, "_sources", srcs)
+        object.__setattr__(self, "_hooks", dict(hooks) if hooks is not None else None)
+        object.__setattr__(self, "_notes", tuple(notes))
+
+    @property
+    def hooks(self) -> dict[str, Callable[..., Any]]:
+        """gunicorn server hooks from the config file: hook name -> function (validated
+        callable with gunicorn's arity, never called here). Empty without a file."""
+        if self._hooks is None:
+            found: dict[str, Callable[..., Any]] = {}
+            if self._values["config"]:
+                config_file, _ = read_config_file(self._values["config"])
+                found = config_file.hooks
+            object.__setattr__(self, "_hooks", found)
+        return dict(self._hooks or {})
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """One-line remarks for the operator from loading (e.g. an ignored ``wsgi_app``)."""
+        return self._notes
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -356,7 +457,7 @@ class Config:
                     raise ValueError(f"_source must be one of {SOURCES}, not {_source!r}")
                 sources[name] = _source
         _raise_first(errors)
-        return type(self)(values, sources)
+        return type(self)(values, sources, self._hooks, self._notes)
 
     def format_for_print(self) -> str:
         """``--print-config`` output: ``name = value   (source)``, one line per setting."""
@@ -371,7 +472,11 @@ class Config:
 def load_config(prefork: Mapping[str, Any] | None = None,
                 environ: Mapping[str, str] | None = None,
                 cli: Mapping[str, Any] | None = None) -> Config:
-    """Merge defaults < PREFORK < environment < command line; raise the first ConfigError.
+    """Merge defaults < PREFORK < config file < environment < command line; raise the
+    first ConfigError.
+
+    The config file is the ``config`` setting's value from the highest layer that sets it
+    (``-c``, ``GUNICORN_CMD_ARGS``'s ``-c``, ``PREFORK["CONFIG"]``).
 
     The raised error's ``errors`` attribute lists every problem found.
     """
@@ -394,6 +499,14 @@ def load_config_collecting(prefork: Mapping[str, Any] | None = None,
         (ENVIRONMENT, _check_environ(environ)),
         (COMMAND_LINE, _check_cli(cli)),
     ]
+    path = next((vals["config"] for _, (vals, _) in reversed(layers) if vals.get("config")),
+                None)
+    hooks: dict[str, Callable[..., Any]] = {}
+    notes: list[str] = []
+    if path:
+        config_file, file_values, file_errors = _check_config_file(path)
+        layers.insert(1, (CONFIG_FILE, (file_values, file_errors)))
+        hooks, notes = config_file.hooks, config_file.notes
     errors = [err for _, (_, errs) in layers for err in errs]
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -401,7 +514,7 @@ def load_config_collecting(prefork: Mapping[str, Any] | None = None,
         for name, value in layer_values.items():
             values[name] = value
             sources[name] = source
-    return Config(values, sources), errors
+    return Config(values, sources, hooks, notes), errors
 
 
 def _help(setting: Setting) -> str:
@@ -409,7 +522,7 @@ def _help(setting: Setting) -> str:
     extra = [f"PREFORK['{setting.key}']"]
     if setting.env:
         extra.append(f"env {setting.env}")
-    if setting.action != "store_true":
+    if setting.action not in ("store_true", "store_false"):
         extra.append(f"default: {setting.default!r}")
     text = f"{setting.help} [{', '.join(extra)}]"
     return text.replace("%", "%%")
@@ -427,18 +540,20 @@ def add_arguments(parser: argparse.ArgumentParser,
     for section in SECTIONS:
         if any(s.section == section and s.flags for s in chosen):
             groups[section] = parser.add_argument_group(section)
+    taken = set(parser._option_string_actions)  # e.g. Django's own --pythonpath
     for setting in chosen:
-        if not setting.flags:
+        flags = [flag for flag in setting.flags if flag not in taken]
+        if not flags:
             continue
         kwargs: dict[str, Any] = {
             "dest": setting.name,
             "default": argparse.SUPPRESS,
             "help": _help(setting),
         }
-        if setting.action == "store_true":
-            kwargs["action"] = "store_true"
+        if setting.action in ("store_true", "store_false"):
+            kwargs["action"] = setting.action
         else:
             kwargs["action"] = setting.action or "store"
             if setting.metavar:
                 kwargs["metavar"] = setting.metavar
-        groups.get(setting.section, parser).add_argument(*setting.flags, **kwargs)
+        groups.get(setting.section, parser).add_argument(*flags, **kwargs)

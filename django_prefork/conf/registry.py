@@ -15,10 +15,15 @@ from .validators import (
     BindRule,
     BoolRule,
     ChoiceRule,
+    ConfigPathRule,
+    DirectoryRule,
     ForwardedIpsRule,
+    HeaderNamesRule,
     HeadersRule,
     IntRule,
     Invalid,
+    PathListRule,
+    RawEnvRule,
     StatsdHostRule,
     StrRule,
     TcpAddressRule,
@@ -47,7 +52,9 @@ class Setting:
     env_help: str | None = None
     metavar: str | None = None
     choices: tuple[str, ...] | None = None
-    action: str | None = None  # argparse action: "append", "store_true" or None (store)
+    #: argparse action: "append", "store_true", "store_false" (gunicorn's --no-sendfile)
+    #: or None (store)
+    action: str | None = None
     key: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -197,7 +204,7 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="STRING",
     ),
     Setting(
-        "errorlog", ("--error-logfile",), "-",
+        "errorlog", ("--log-file", "--error-logfile"), "-",
         StrRule(optional=True, hint="a file path, or - for stderr"), "Logging",
         "Error log file ('-' = stderr).", metavar="FILE",
     ),
@@ -218,7 +225,8 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="INT",
     ),
     Setting(
-        "limit_request_field_size", ("--limit-request-field-size",), 8190, IntRule(0),
+        "limit_request_field_size",
+        ("--limit-request-field_size", "--limit-request-field-size"), 8190, IntRule(0),
         "Request limits",
         "Maximum size in bytes of one header field line with its CRLF, as gunicorn counts "
         "(0 = the default, 8190, as gunicorn).", metavar="INT",
@@ -289,7 +297,81 @@ OBSERVABILITY_SETTINGS: tuple[Setting, ...] = (
         metavar="TAGS",
     ),
 )
-SETTINGS = SETTINGS + OBSERVABILITY_SETTINGS
+
+#: What gunicorn's "Server mechanics" settings do for a process and its HTTP core.
+MECHANICS_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "config", ("-c", "--config"), None, ConfigPathRule(), "Server mechanics",
+        "A gunicorn config file (Python: settings as module globals, hooks as functions), "
+        "read between PREFORK and the environment; not set = none (unlike gunicorn, "
+        "./gunicorn.conf.py is not read unless named).",
+        metavar="FILE",
+    ),
+    Setting(
+        "raw_env", ("-e", "--env"), [], RawEnvRule(), "Server mechanics",
+        "KEY=VALUE set in os.environ of the master before the workers start, so the "
+        "workers and the app see it; Django's settings were already read by then.",
+        metavar="KEY=VALUE", action="append",
+    ),
+    Setting(
+        "chdir", ("--chdir",), None, DirectoryRule(), "Server mechanics",
+        "Directory the master changes to before the workers load the app (manage.py has "
+        "already read the settings from where it started); not set = stay.",
+        metavar="DIR",
+    ),
+    Setting(
+        "pythonpath", ("--pythonpath",), [], PathListRule(), "Server mechanics",
+        "Comma-separated directories put first on sys.path in the master and the workers "
+        "(on the command line Django's own --pythonpath takes one, before settings load).",
+        metavar="DIRS",
+    ),
+    Setting(
+        "reuse_port", ("--reuse-port",), False, BoolRule(), "Server mechanics",
+        "Set SO_REUSEPORT on TCP listeners, so another process may bind the same port.",
+        action="store_true",
+    ),
+    Setting(
+        "sendfile", ("--no-sendfile",), True, BoolRule(), "Server mechanics",
+        "Send wsgi.file_wrapper responses with sendfile(2); --no-sendfile (or SENDFILE=0) "
+        "copies them through user space instead.",
+        env="SENDFILE", env_help="SENDFILE=0 disables sendfile, as in gunicorn",
+        action="store_false",
+    ),
+    Setting(
+        "forwarder_headers", ("--forwarder-headers",), ["SCRIPT_NAME", "PATH_INFO"],
+        HeaderNamesRule(), "Proxies",
+        "Headers a trusted proxy (forwarded_allow_ips) may send to set the environ key of "
+        "the same name, e.g. SCRIPT_NAME for an app mounted under a prefix.",
+        metavar="NAMES",
+    ),
+)
+
+#: gunicorn's opt-in HTTP leniencies (off by default there too): each loosens what RFC 9112
+#: asks a server to refuse, for clients that cannot be fixed.
+LENIENCY_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "casefold_http_method", ("--casefold-http-method",), False, BoolRule(),
+        "Request limits",
+        "Serve a lower-case method as upper case ('get' as GET); methods are case-sensitive "
+        "(RFC 9110 §9.1), so off refuses 'get' with 400.",
+        action="store_true",
+    ),
+    Setting(
+        "permit_obsolete_folding", ("--permit-obsolete-folding",), False, BoolRule(),
+        "Request limits",
+        "Accept header values folded over lines (obs-fold, RFC 9112 §5.2), each fold read "
+        "as one space; off refuses them with 400.",
+        action="store_true",
+    ),
+    Setting(
+        "strip_header_spaces", ("--strip-header-spaces",), False, BoolRule(),
+        "Request limits",
+        "Accept whitespace between a header name and its colon ('Name : v'); a request "
+        "smuggling risk that RFC 9112 §5.1 says to refuse (400 when off).",
+        action="store_true",
+    ),
+)
+SETTINGS = SETTINGS + OBSERVABILITY_SETTINGS + MECHANICS_SETTINGS + LENIENCY_SETTINGS
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

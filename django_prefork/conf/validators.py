@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -345,3 +346,110 @@ class StatsdHostRule:
             raise Invalid(f"{value!r} is not a HOST:PORT address with a port above 0",
                           to=self.TO)
         return str(spec)
+
+
+class ConfigPathRule:
+    """The path of a gunicorn-style Python config file, stored absolute (None = no file).
+
+    Absolute, so a re-read after ``chdir`` (a HUP re-reads in a fresh interpreter) finds
+    the same file. Whether it exists is checked when it is read, with the file's error.
+    """
+
+    TO = "the path of a Python file such as gunicorn.conf.py (or leave it unset)"
+
+    def describe(self) -> str:
+        return "file path or None"
+
+    def __call__(self, value: Any, strings: bool) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, (str, os.PathLike)):
+            raise Invalid(f"must be a file path, not {_type_name(value)}", to=self.TO)
+        text = os.fspath(value)
+        if "\0" in text:
+            raise Invalid("must not contain a NUL byte", to=self.TO)
+        return os.path.abspath(text)
+
+
+class RawEnvRule:
+    """``KEY=VALUE`` strings (gunicorn's ``raw_env``), as a list or a dict; stored as a list."""
+
+    TO = "KEY=VALUE text such as DJANGO_DEBUG=0"
+
+    def describe(self) -> str:
+        return "list of KEY=VALUE strings"
+
+    def __call__(self, value: Any, strings: bool) -> list[str]:
+        if isinstance(value, Mapping):
+            value = [f"{k}={v}" for k, v in value.items()]
+        elif isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise Invalid(f"must be a list of KEY=VALUE strings, not {_type_name(value)}",
+                          to=self.TO)
+        out: list[str] = []
+        for item in value:
+            if not isinstance(item, str):
+                raise Invalid(f"every entry must be a KEY=VALUE string, not "
+                              f"{_type_name(item)}", to=self.TO, item=item, has_item=True)
+            key, sep, _ = item.partition("=")
+            if not sep or not key.strip() or "\0" in item:
+                raise Invalid(f"{item!r} is not KEY=VALUE", to=self.TO, item=item,
+                              has_item=True)
+            out.append(item)
+        return out
+
+
+class DirectoryRule:
+    """An existing directory (``chdir``), stored absolute; None = stay where we started."""
+
+    TO = "an existing directory (or leave it unset)"
+
+    def describe(self) -> str:
+        return "existing directory or None"
+
+    def __call__(self, value: Any, strings: bool) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, (str, os.PathLike)):
+            raise Invalid(f"must be a directory path, not {_type_name(value)}", to=self.TO)
+        path = os.path.abspath(os.fspath(value))
+        if not os.path.isdir(path):
+            raise Invalid(f"{path} is not an existing directory", to=self.TO)
+        return path
+
+
+class PathListRule:
+    """Directories for sys.path: a comma-separated string (gunicorn's form) or a list."""
+
+    TO = "comma-separated directories such as /srv/app,/srv/lib"
+
+    def describe(self) -> str:
+        return "comma-separated directories, or a list"
+
+    def __call__(self, value: Any, strings: bool) -> list[str]:
+        if value is None:
+            return []
+        items = _str_list(value, "directory", self.TO)
+        return [os.path.abspath(item) for item in items if item]
+
+
+class HeaderNamesRule:
+    """Header names as gunicorn writes them for ``forwarder_headers`` (e.g. SCRIPT_NAME),
+    comma-separated or a list; stored upper case."""
+
+    TO = "names such as SCRIPT_NAME,PATH_INFO (or an empty list)"
+
+    def describe(self) -> str:
+        return "comma-separated header names, or a list"
+
+    def __call__(self, value: Any, strings: bool) -> list[str]:
+        items = _str_list(value, "header name", self.TO)
+        out: list[str] = []
+        for item in items:
+            # environ-style names (SCRIPT_NAME): a "-" name is an ordinary HTTP_ header
+            if not item or not re.fullmatch(r"[A-Za-z0-9_]+", item):
+                raise Invalid(f"{item!r} is not a header name", to=self.TO, item=item,
+                              has_item=True)
+            out.append(item.upper())
+        return out

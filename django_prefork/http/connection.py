@@ -122,6 +122,10 @@ class ServerContext:
         #: Seconds to receive a complete head, from the start of handle_request (0 = none).
         self.header_timeout = settings.header_timeout
         self.header_map = settings.header_map
+        #: False with --no-sendfile: files go out through send() (HTTPConnection.can_sendfile).
+        self.use_sendfile = settings.sendfile
+        #: Environ keys a trusted proxy may set by a header of the same name (SCRIPT_NAME).
+        self.forwarder_headers = settings.forwarder_headers
         #: How a file goes out: `sock.sendfile(file, offset, count)` unless a worker class
         #: sets a function `(sock, file, offset, count) -> bytes sent` (gevent does).
         self.sendfile: Any = None
@@ -207,10 +211,11 @@ class HTTPConnection:
         #: close`), e.g. gthread shedding keep-alive connections at `worker_connections`.
         self.closing = False
         # sendfile() writes raw bytes: never through TLS (stdlib or gevent SSL sockets).
-        self.can_sendfile = hasattr(sock, "sendfile") and not hasattr(sock, "do_handshake")
+        raw_socket = hasattr(sock, "sendfile") and not hasattr(sock, "do_handshake")
+        self.can_sendfile = raw_socket and ctx.use_sendfile  # --no-sendfile
         # A TCP socket without TLS: send/recv flags are allowed (TLS sockets refuse them) and
         # there are segments to merge (send_last, recv_body_exact).
-        self.plain_tcp = self.can_sendfile and isinstance(server_addr, tuple)
+        self.plain_tcp = raw_socket and isinstance(server_addr, tuple)
 
         base = ctx.base_environ.copy()
         self._unix = not isinstance(server_addr, tuple)
@@ -393,7 +398,7 @@ class HTTPConnection:
             wsgi_input = _EMPTY_INPUT
         environ = build_environ(
             self._base, head, wsgi_input, ctx.scheme_headers,
-            self._peer_trusted, self._unix, ctx.header_map,
+            self._peer_trusted, self._unix, ctx.header_map, ctx.forwarder_headers,
         )  # fmt: skip
         if type(reader) is SpooledReader:
             # The body is now length-delimited: say so, and do not let an app that forwards

@@ -49,15 +49,24 @@ UNLIMITED_CHUNK_LINE = 1 << 16
 
 
 class Limits:
-    """The request-size policy, read once from the settings."""
+    """The request-size policy, and gunicorn's opt-in leniencies, read once from the settings."""
 
-    __slots__ = ("body", "chunk_line", "field_size", "fields", "line", "max_head")
+    __slots__ = ("body", "casefold_method", "chunk_line", "field_size", "fields", "lenient",
+                 "line", "max_head", "obsolete_folding", "strip_header_spaces")
 
-    def __init__(self, *, line: int, fields: int, field_size: int, body: int) -> None:
+    def __init__(self, *, line: int, fields: int, field_size: int, body: int,
+                 casefold_method: bool = False, obsolete_folding: bool = False,
+                 strip_header_spaces: bool = False) -> None:
         self.line = line
         self.fields = fields
         self.field_size = field_size
         self.body = body  # 0: unlimited
+        # gunicorn's casefold_http_method, permit_obsolete_folding, strip_header_spaces:
+        # off by default, as in gunicorn; each rewrites the head before llhttp sees it.
+        self.casefold_method = casefold_method
+        self.obsolete_folding = obsolete_folding
+        self.strip_header_spaces = strip_header_spaces
+        self.lenient = casefold_method or obsolete_folding or strip_header_spaces
         if self.line and self.fields and self.field_size:
             # request line + every field line + CRLFs + the empty line, within the cap
             self.max_head = min(UNLIMITED_HEAD,
@@ -74,6 +83,9 @@ class Limits:
             fields=settings.limit_request_fields,
             field_size=settings.limit_request_field_size,
             body=settings.limit_request_body,
+            casefold_method=settings.casefold_http_method,
+            obsolete_folding=settings.permit_obsolete_folding,
+            strip_header_spaces=settings.strip_header_spaces,
         )
 
 
@@ -216,6 +228,34 @@ def _check_request_line(line: bytes) -> str:
     raise BadRequest("malformed HTTP version")  # RFC 9112 §2.3: HTTP/DIGIT.DIGIT
 
 
+#: An obs-fold: CRLF then SP/HTAB inside the field section (RFC 9112 §5.2).
+_OBS_FOLD = re.compile(rb"\r\n[ \t]+")
+#: Whitespace between a field name (a token, RFC 9110 §5.6.2) and its colon (RFC 9112 §5.1).
+_SPACE_BEFORE_COLON = re.compile(rb"(\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)[ \t]+:")
+
+
+def _relax(data: bytes, nl: int, limits: Limits) -> bytes:
+    """The head rewritten as the enabled leniencies allow; the limits were checked on the
+    bytes as received, as gunicorn checks them.
+
+    * casefold_http_method: the method upper-cased ("get" is served as GET).
+    * permit_obsolete_folding: each obs-fold replaced by one SP, which RFC 9112 §5.2 lets
+      a server do; a first field line that starts with whitespace is still refused (§2.2).
+    * strip_header_spaces: "Name : value" read as "Name: value" (a smuggling risk, which
+      is why RFC 9112 §5.1 says to reject it; gunicorn documents the same).
+    """
+    line, fields = data[:nl], data[nl:]  # fields starts with the request line's CRLF
+    if limits.casefold_method:
+        method, space, rest = line.partition(b" ")
+        line = method.upper() + space + rest
+    if limits.obsolete_folding:
+        head, body_end = fields[:-4], fields[-4:]
+        fields = head[:2] + _OBS_FOLD.sub(b" ", head[2:]) + body_end
+    if limits.strip_header_spaces:
+        fields = _SPACE_BEFORE_COLON.sub(rb"\1:", fields)
+    return line + fields
+
+
 def parse_head(data: bytes, limits: Limits) -> RequestHead:
     """Parse and validate one complete head (ends with CRLFCRLF, no leading empty lines).
 
@@ -232,6 +272,8 @@ def parse_head(data: bytes, limits: Limits) -> RequestHead:
             if len(field_line) + 2 > size:
                 raise HeaderFieldTooLong()  # RFC 6585 §5 (431)
     version = _check_request_line(data[:nl])
+    if limits.lenient:
+        data = _relax(data, nl, limits)
 
     protocol = _Protocol()
     parser = httptools.HttpRequestParser(protocol)

@@ -37,6 +37,11 @@ class CoreSettings:
     header_map: str
     forwarded_allow_ips: tuple[str, ...]
     secure_scheme_headers: tuple[tuple[str, str], ...]  # (header name, value meaning https)
+    sendfile: bool = True  # False: never sendfile(2) (--no-sendfile)
+    forwarder_headers: tuple[str, ...] = ()  # environ keys a trusted proxy may set
+    casefold_http_method: bool = False  # gunicorn's leniencies, off as in gunicorn
+    permit_obsolete_folding: bool = False
+    strip_header_spaces: bool = False
 
     @classmethod
     def from_config(cls, cfg: Config) -> CoreSettings:
@@ -59,4 +64,9 @@ class CoreSettings:
             header_map=cfg.header_map,
             forwarded_allow_ips=tuple(cfg.forwarded_allow_ips),
             secure_scheme_headers=tuple(cfg.secure_scheme_headers.items()),
+            sendfile=cfg.sendfile,
+            forwarder_headers=tuple(cfg.forwarder_headers),
+            casefold_http_method=cfg.casefold_http_method,
+            permit_obsolete_folding=cfg.permit_obsolete_folding,
+            strip_header_spaces=cfg.strip_header_spaces,
         )

@@ -123,6 +123,7 @@ def build_environ(
     trusted: Callable[[], bool],
     unix: bool,
     header_map: str = "drop",
+    forwarder_headers: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The environ of one request: a copy of the connection's prepared `base` plus the request.
 
@@ -130,7 +131,9 @@ def build_environ(
     say otherwise; they are obeyed only when
     `trusted()` (asked only if one is present) says the peer is a trusted proxy; `unix` means
     SERVER_NAME/PORT come from the Host header; `header_map` says what to do with header
-    names containing "_" (see `_environ_key`).
+    names containing "_" (see `_environ_key`). A header named like an entry of
+    `forwarder_headers` (e.g. SCRIPT_NAME) from a trusted proxy sets that environ key itself,
+    as gunicorn's `forwarder_headers`; from anyone else it is an ordinary "_" header.
     """
     environ = base.copy()
     target = head.target
@@ -139,9 +142,15 @@ def build_environ(
     environ["SERVER_PROTOCOL"] = "HTTP/1.1" if head.version == "1.1" else "HTTP/1.0"
     environ["wsgi.input"] = wsgi_input
 
+    forwarded: dict[str, str] = {}
     for name, value in head.headers:
         key = _KEYS.get(name)
-        if key is None:
+        if key is None:  # never cached: names with "_", like every forwarder header
+            if forwarder_headers:
+                upper = name.decode("latin-1").upper()
+                if upper in forwarder_headers and trusted():
+                    forwarded[upper] = value.decode("latin-1").strip(" \t")
+                    continue
             key = _environ_key(name, header_map)
         if not key:
             continue
@@ -173,10 +182,15 @@ def build_environ(
     if "%" in path:
         # PEP 3333: PATH_INFO is the percent-decoded bytes, as a latin-1 str.
         path = unquote_to_bytes(path).decode("latin-1")
+    if forwarded:
+        environ.update(forwarded)
+        if "SCRIPT_NAME" in forwarded:  # a mount point, "/app" (a trailing "/" is not in it)
+            environ["SCRIPT_NAME"] = forwarded["SCRIPT_NAME"].rstrip("/")
     script_name = environ["SCRIPT_NAME"]
-    if script_name and path.startswith(script_name):
+    # Only a whole path segment: SCRIPT_NAME /app does not own /application.
+    if script_name and (path == script_name or path.startswith(script_name + "/")):
         path = path[len(script_name) :]
-    environ["PATH_INFO"] = path
+    environ["PATH_INFO"] = forwarded.get("PATH_INFO", path)
     environ["QUERY_STRING"] = query
 
     secure = None

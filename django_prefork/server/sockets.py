@@ -71,15 +71,17 @@ class Listener:
                 os.unlink(path)
 
 
-def create_listeners(specs: list[BindSpec], backlog: int, umask: int = 0) -> list[Listener]:
+def create_listeners(specs: list[BindSpec], backlog: int, umask: int = 0,
+                     reuse_port: bool = False) -> list[Listener]:
     """Bind every address; on any failure close what was opened and raise BindError.
 
-    ``umask`` masks the mode of unix socket files (the ``umask`` setting).
+    ``umask`` masks the mode of unix socket files (the ``umask`` setting); ``reuse_port``
+    sets SO_REUSEPORT on TCP listeners (the ``reuse_port`` setting).
     """
     listeners: list[Listener] = []
     try:
         for spec in specs:
-            listeners.append(_create_listener(spec, backlog, umask))
+            listeners.append(_create_listener(spec, backlog, umask, reuse_port))
     except BindError:
         for listener in listeners:
             listener.close()
@@ -156,12 +158,13 @@ def listeners_from_fds(fds: list[int], specs: list[str]) -> list[Listener]:
     return [Listener(socket.socket(fileno=fd), spec) for fd, spec in zip(fds, specs, strict=False)]
 
 
-def _create_listener(spec: BindSpec, backlog: int, umask: int) -> Listener:
+def _create_listener(spec: BindSpec, backlog: int, umask: int,
+                     reuse_port: bool = False) -> Listener:
     if spec.kind == "fd":
         return _adopt_fd(spec)
     if spec.kind == "unix":
         return _bind_unix(spec, backlog, umask)
-    return _bind_tcp(spec, backlog)
+    return _bind_tcp(spec, backlog, reuse_port)
 
 
 def _adopt_fd(spec: BindSpec) -> Listener:
@@ -176,7 +179,7 @@ def _adopt_fd(spec: BindSpec) -> Listener:
     return Listener(sock, str(spec))
 
 
-def _bind_tcp(spec: BindSpec, backlog: int) -> Listener:
+def _bind_tcp(spec: BindSpec, backlog: int, reuse_port: bool = False) -> Listener:
     try:
         infos = socket.getaddrinfo(spec.host, spec.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -185,6 +188,10 @@ def _bind_tcp(spec: BindSpec, backlog: int) -> Listener:
     sock = socket.socket(family, socktype, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            # Lets other sockets (another server, a blue/green twin) bind the same port;
+            # the kernel spreads new connections over them (gunicorn's --reuse-port).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
         sock.listen(backlog)
     except OSError as exc:

@@ -60,6 +60,8 @@ class Command(BaseCommand):
             self.check_config(cli, run_checks=not options["skip_checks"])
             return
         cfg = self.load_settings(cli)
+        for note in cfg.notes:  # e.g. a config file's wsgi_app, which WSGI_APPLICATION serves
+            self.stderr.write(note)
         if options["print_config"]:
             self.stdout.write(cfg.format_for_print())
             return
@@ -104,6 +106,8 @@ class Command(BaseCommand):
         cfg, errors = load_config_collecting(prefork=getattr(settings, "PREFORK", None),
                                              environ=os.environ, cli=cli)
         failed = bool(errors)
+        for note in cfg.notes:
+            self.stderr.write(note)
         # The system checks report PREFORK's own problems (E001, with a hint): not twice.
         for err in errors:
             if not run_checks or err.source != "PREFORK":
@@ -153,6 +157,7 @@ class Command(BaseCommand):
     def serve(self, cfg: Config, cli: dict[str, Any]) -> None:
         from django.db import connections
 
+        from django_prefork.conf.process import apply_process_settings
         from django_prefork.logging import LoggingSetupError, configure_logging
         from django_prefork.metrics.master import open_metrics_listener
         from django_prefork.server.arbiter import Arbiter
@@ -164,6 +169,9 @@ class Command(BaseCommand):
             systemd_listeners,
         )
 
+        # raw_env, chdir, pythonpath: before any app loads, and (as in gunicorn) before
+        # relative paths such as the pidfile are resolved.
+        apply_process_settings(cfg)
         problems = startup_problems(cfg)
         if problems:
             raise CommandError(problems[0], returncode=EXIT_STARTUP_ERROR)
@@ -182,7 +190,8 @@ class Command(BaseCommand):
         try:
             # A new master of a binary upgrade (USR2) serves its old master's sockets.
             listeners = inherited_listeners() or systemd_listeners() or create_listeners(
-                [parse_bind(b) for b in cfg.bind], cfg.backlog, umask=cfg.umask)
+                [parse_bind(b) for b in cfg.bind], cfg.backlog, umask=cfg.umask,
+                reuse_port=cfg.reuse_port)
             metrics_listener = open_metrics_listener(cfg)
         except BindError as exc:
             raise CommandError(str(exc)) from None
