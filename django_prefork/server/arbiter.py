@@ -575,7 +575,7 @@ class Arbiter:
             try:
                 change = reconcile_listeners(
                     self.listeners, [parse_bind(b) for b in new_cfg.bind], new_cfg.backlog,
-                    new_cfg.umask)
+                    new_cfg.umask, reuse_port=new_cfg.reuse_port)
             except (BindError, ValueError) as exc:
                 self._abort_reload(str(exc))
                 return

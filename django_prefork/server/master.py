@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 from django_prefork.conf import Config
 from django_prefork.server.arbiter import MASTER_SIGNALS, Arbiter
 from django_prefork.server.sockets import Listener
+from django_prefork.server.upgrade import start_directory
 
 ENV_VAR = "DJANGO_PREFORK_MASTER"
 
@@ -66,6 +67,7 @@ def exec_lean_master(cfg: Config, listeners: list[Listener], cli: dict[str, Any]
         # The command as the operator ran it, for anything that re-executes it (USR2).
         "argv": sys.argv,
         "orig_argv": list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv]),
+        "start_directory": start_directory(),
     }
     for listener in inherited:
         os.set_inheritable(listener.fileno(), True)
@@ -84,9 +86,10 @@ def main() -> None:
 
     from django_prefork.logging import configure_logging
     from django_prefork.server.pidfile import PidfileError
-    from django_prefork.server.upgrade import set_start_command
+    from django_prefork.server.upgrade import remember_start_directory, set_start_command
 
     set_start_command(spec["orig_argv"])
+    remember_start_directory(spec["start_directory"])
     cfg = Config.from_dict(spec["cfg"])
     listeners = []
     for item in spec["listeners"]:

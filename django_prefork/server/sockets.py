@@ -270,7 +270,8 @@ class ListenerChange:
 
 
 def reconcile_listeners(current: list[Listener], specs: list[BindSpec],
-                        backlog: int, umask: int = 0) -> ListenerChange:
+                        backlog: int, umask: int = 0,
+                        reuse_port: bool = False) -> ListenerChange:
     """Keep the listeners whose address is still wanted, open the added ones.
 
     An address kept keeps its socket object: binding it again would fail with "address
@@ -280,7 +281,8 @@ def reconcile_listeners(current: list[Listener], specs: list[BindSpec],
     """
     by_spec = {listener.spec: listener for listener in current}
     wanted = [str(spec) for spec in specs]
-    new = create_listeners([spec for spec in specs if str(spec) not in by_spec], backlog, umask)
+    new = create_listeners([spec for spec in specs if str(spec) not in by_spec], backlog, umask,
+                           reuse_port=reuse_port)
     opened = iter(new)
     listeners = [by_spec[text] if text in by_spec else next(opened) for text in wanted]
     removed = [listener for listener in current if listener.spec not in wanted]

@@ -36,6 +36,17 @@ METRICS_INHERIT_ENV_VAR = "DJANGO_PREFORK_INHERIT_METRICS_FD"
 NEW_PIDFILE_SUFFIX = ".2"
 
 
+#: Where the operator started the server, recorded before `chdir` moves the process.
+_operator_directory: str | None = None
+
+
+def remember_start_directory(directory: str | None = None) -> None:
+    """Record the directory a USR2 must start the new master from (before any `chdir`)."""
+    global _operator_directory
+    if _operator_directory is None:
+        _operator_directory = directory or start_directory()
+
+
 def start_directory() -> str:
     """The directory to start the new master from, symlinks kept.
 
@@ -43,6 +54,8 @@ def start_directory() -> str:
     `current` symlink to a new release then upgrades into the new release (gunicorn does the
     same).
     """
+    if _operator_directory is not None:
+        return _operator_directory
     cwd = os.getcwd()
     pwd = os.environ.get("PWD")
     if pwd:

@@ -171,6 +171,9 @@ class Command(BaseCommand):
 
         # raw_env, chdir, pythonpath: before any app loads, and (as in gunicorn) before
         # relative paths such as the pidfile are resolved.
+        from django_prefork.server.upgrade import remember_start_directory
+
+        remember_start_directory()  # a USR2 starts the new master where the operator did
         apply_process_settings(cfg)
         problems = startup_problems(cfg)
         if problems:
