@@ -239,6 +239,8 @@ class Config:
     statsd_host: str | None
     statsd_prefix: str
     dogstatsd_tags: str
+    proxy_protocol: str
+    proxy_allow_ips: list[str]
 
     def __init__(self, values: Mapping[str, Any] | None = None,
                  sources: Mapping[str, str] | None = None) -> None:

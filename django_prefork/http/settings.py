@@ -37,6 +37,8 @@ class CoreSettings:
     header_map: str
     forwarded_allow_ips: tuple[str, ...]
     secure_scheme_headers: tuple[tuple[str, str], ...]  # (header name, value meaning https)
+    proxy_protocol: str = "off"  # http/proxy.py: off, v1, v2, auto
+    proxy_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
 
     @classmethod
     def from_config(cls, cfg: Config) -> CoreSettings:
@@ -59,4 +61,6 @@ class CoreSettings:
             header_map=cfg.header_map,
             forwarded_allow_ips=tuple(cfg.forwarded_allow_ips),
             secure_scheme_headers=tuple(cfg.secure_scheme_headers.items()),
+            proxy_protocol=cfg.proxy_protocol,
+            proxy_allow_ips=tuple(cfg.proxy_allow_ips),
         )

@@ -337,7 +337,7 @@ class GeventWorker(Worker):
             if not data:
                 return _CLOSE  # the client closed (a partial head gets no answer)
             buffered = conn.feed(data)
-            if head_ready(buffered, limits):
+            if head_ready(buffered, limits, conn):
                 return _READY
             if not partial:
                 partial = True

@@ -343,7 +343,7 @@ class ThreadWorker(Worker):
         if not data:
             self._close(state)  # the client closed between requests
             return
-        if head_ready(data, self.limits) or ev & _HANGUP:
+        if head_ready(data, self.limits, state.conn) or ev & _HANGUP:
             # (a partial head from a client that closed its side: the core reads it, meets
             # the EOF and closes without an answer)
             self._dispatch(state)
