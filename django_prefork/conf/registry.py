@@ -271,6 +271,7 @@ OBSERVABILITY_SETTINGS: tuple[Setting, ...] = (
 SETTINGS = SETTINGS + OBSERVABILITY_SETTINGS
 
 # -- PROXY protocol and TLS (docs/tls.md); gunicorn 27's names, flags and defaults.
+SECTIONS = (*SECTIONS, "SSL")
 PROXY_PROTOCOL_MODES = ("off", "v1", "v2", "auto")
 PROXY_SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -336,7 +337,7 @@ TLS_SETTINGS: tuple[Setting, ...] = (
         metavar="PATH",
     ),
 )
-SETTINGS = SETTINGS + PROXY_SETTINGS
+SETTINGS = SETTINGS + PROXY_SETTINGS + TLS_SETTINGS
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
