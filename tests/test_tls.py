@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -171,3 +173,52 @@ def test_ssl_context_hook(certificate):
         assert conn.sock.version() == "TLSv1.3"
         assert conn.getresponse().read() == b"Hello, world"
         conn.close()
+
+
+def served_certificate(server: Server, ca: Path) -> bytes:
+    context = client_context(ca)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the certificate changes under the test
+    with socket.create_connection((server.host, server.port), timeout=30) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as sock:
+        der = sock.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "gevent"])
+def test_hup_rereads_the_certificate(worker_class, tmp_path):
+    from server import wait_until
+
+    cert, key = make_certificate(tmp_path, "live")
+    with Server("--workers", "1", "--worker-class", worker_class,
+                "--certfile", str(cert), "--keyfile", str(key)) as server:
+        server.start()
+        first = served_certificate(server, cert)
+        (worker,) = server.ready_workers()
+        new_cert, new_key = make_certificate(tmp_path, "renewed")
+        os.replace(new_cert, cert)
+        os.replace(new_key, key)
+        server.signal(signal.SIGHUP)
+        wait_until(lambda: server.ready_workers() and worker not in server.ready_workers(),
+                   timeout=30, message="a new worker after HUP")
+        renewed = served_certificate(server, cert)
+        assert renewed != first
+        assert renewed == ssl.PEM_cert_to_DER_cert(cert.read_text())
+
+
+def test_hup_with_a_bad_certificate_keeps_serving(tmp_path):
+    cert, key = make_certificate(tmp_path, "live")
+    with Server("--workers", "1", "--certfile", str(cert), "--keyfile", str(key)) as server:
+        server.start()
+        first = served_certificate(server, cert)
+        (worker,) = server.ready_workers()
+        good = cert.read_text()
+        cert.write_text("not a certificate\n")
+        mark = len(server.lines)
+        server.signal(signal.SIGHUP)
+        line = server.wait_for_line(r"Reload aborted.*CERTFILE", timeout=30, start=mark)
+        assert str(cert) in line.string
+        cert.write_text(good)  # (the check above is what kept the old worker)
+        assert server.ready_workers() == [worker]
+        assert served_certificate(server, cert) == first

@@ -18,6 +18,7 @@ def main() -> int:
     from django.conf import settings
 
     from django_prefork.conf import ConfigError, load_config
+    from django_prefork.http.tls import tls_problem
 
     try:
         prefork = getattr(settings, "PREFORK", {})
@@ -27,6 +28,10 @@ def main() -> int:
         return 2
     except Exception as exc:  # an error in settings.py itself
         sys.stderr.write(f"cannot load settings: {type(exc).__name__}: {exc}\n")
+        return 2
+    problem = tls_problem(cfg)  # the new generation reads the certificate files again
+    if problem:
+        sys.stderr.write(f"{problem}\n")
         return 2
     json.dump(cfg.to_dict(), sys.stdout)
     return 0
