@@ -222,3 +222,18 @@ def test_hup_with_a_bad_certificate_keeps_serving(tmp_path):
         cert.write_text(good)  # (the check above is what kept the old worker)
         assert server.ready_workers() == [worker]
         assert served_certificate(server, cert) == first
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_partial_head_over_tls_gets_408(worker_class, certificate):
+    cert, key = certificate
+    with Server("--workers", "1", "--worker-class", worker_class, "--header-timeout", "2",
+                "--certfile", str(cert), "--keyfile", str(key)) as server:
+        server.start()
+        with socket.create_connection((server.host, server.port), timeout=30) as raw, \
+                client_context(cert).wrap_socket(raw, server_hostname="localhost") as sock:
+            sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n")  # and never the end
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 408 "), reply
