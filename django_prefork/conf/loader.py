@@ -317,6 +317,17 @@ class Config:
     casefold_http_method: bool
     permit_obsolete_folding: bool
     strip_header_spaces: bool
+    proxy_protocol: str
+    proxy_allow_ips: list[str]
+    certfile: str | None
+    keyfile: str | None
+    ca_certs: str | None
+    cert_reqs: int
+    ssl_version: str | None
+    ciphers: str | None
+    do_handshake_on_connect: bool
+    suppress_ragged_eofs: bool
+    ssl_context: str | None
 
     def __init__(self, values: Mapping[str, Any] | None = None,
                  sources: Mapping[str, str] | None = None,

@@ -14,16 +14,20 @@ from typing import Any
 from .validators import (
     BindRule,
     BoolRule,
+    CertReqsRule,
     ChoiceRule,
     ConfigPathRule,
     DirectoryRule,
+    DottedPathRule,
     ForwardedIpsRule,
     HeaderNamesRule,
     HeadersRule,
     IntRule,
     Invalid,
     PathListRule,
+    ProxyProtocolRule,
     RawEnvRule,
+    SslVersionRule,
     StatsdHostRule,
     StrRule,
     TcpAddressRule,
@@ -372,6 +376,75 @@ LENIENCY_SETTINGS: tuple[Setting, ...] = (
     ),
 )
 SETTINGS = SETTINGS + OBSERVABILITY_SETTINGS + MECHANICS_SETTINGS + LENIENCY_SETTINGS
+
+# -- PROXY protocol and TLS (docs/tls.md); gunicorn 27's names, flags and defaults.
+SECTIONS = (*SECTIONS, "SSL")
+PROXY_PROTOCOL_MODES = ("off", "v1", "v2", "auto")
+PROXY_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "proxy_protocol", ("--proxy-protocol",), "off", ProxyProtocolRule(), "Proxies",
+        "Read a PROXY protocol header (HAProxy, AWS NLB) first on every connection: v1 or v2 "
+        "required, auto takes either or none; off reads none. REMOTE_ADDR is then the client's.",
+        metavar="{" + ",".join(PROXY_PROTOCOL_MODES) + "}", choices=PROXY_PROTOCOL_MODES,
+    ),
+    Setting(
+        "proxy_allow_ips", ("--proxy-allow-from",), ["127.0.0.1", "::1"], ForwardedIpsRule(),
+        "Proxies",
+        "Proxy IPs/networks (comma-separated, or '*') allowed to send a PROXY protocol header; "
+        "a header from any other peer is refused (400).",
+        metavar="IPS",
+    ),
+)
+TLS_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "certfile", ("--certfile",), None, StrRule(optional=True, hint="a PEM certificate file"),
+        "SSL", "Serve HTTPS with this PEM certificate (chain) file; not set = plain HTTP.",
+        metavar="FILE",
+    ),
+    Setting(
+        "keyfile", ("--keyfile",), None, StrRule(optional=True, hint="a PEM private key file"),
+        "SSL", "The certificate's PEM private key (not set: the key is in certfile).",
+        metavar="FILE",
+    ),
+    Setting(
+        "ca_certs", ("--ca-certs",), None, StrRule(optional=True, hint="a PEM CA bundle file"),
+        "SSL", "PEM CA certificates that client certificates are checked against.",
+        metavar="FILE",
+    ),
+    Setting(
+        "cert_reqs", ("--cert-reqs",), 0, CertReqsRule(), "SSL",
+        "Client certificates: 0 not asked for, 1 optional, 2 required (ssl.CERT_*).",
+        metavar="INT",
+    ),
+    Setting(
+        "ssl_version", ("--ssl-version",), None, SslVersionRule(), "SSL",
+        "Deprecated (as in gunicorn): the lowest protocol, TLS (1.2, the default) or TLSv1_3.",
+        metavar="NAME",
+    ),
+    Setting(
+        "ciphers", ("--ciphers",), None, StrRule(optional=True, hint="an OpenSSL cipher list"),
+        "SSL", "OpenSSL cipher list for TLS 1.2 (not set: Python's default, secure list).",
+        metavar="CIPHERS",
+    ),
+    Setting(
+        "do_handshake_on_connect", ("--do-handshake-on-connect",), False, BoolRule(), "SSL",
+        "Accepted for gunicorn configs: the handshake always runs before the first request, "
+        "scheduled by the worker class so it never holds a thread (docs/tls.md).",
+        action="store_true",
+    ),
+    Setting(
+        "suppress_ragged_eofs", ("--suppress-ragged-eofs",), True, BoolRule(), "SSL",
+        "Treat a TLS connection closed without close_notify as a clean end of stream.",
+        action="store_true",
+    ),
+    Setting(
+        "ssl_context", (), None, DottedPathRule(), "SSL",
+        "Dotted path to gunicorn's hook ssl_context(config, default_ssl_context_factory), "
+        "which returns the ssl.SSLContext to serve with.",
+        metavar="PATH",
+    ),
+)
+SETTINGS = SETTINGS + PROXY_SETTINGS + TLS_SETTINGS
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

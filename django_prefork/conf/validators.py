@@ -453,3 +453,75 @@ class HeaderNamesRule:
                               has_item=True)
             out.append(item.upper())
         return out
+# -- PROXY protocol and TLS (docs/tls.md) ---------------------------------------------------
+
+class ProxyProtocolRule(ChoiceRule):
+    """off, v1, v2 or auto; True/False as older gunicorn configs write it (auto/off)."""
+
+    def __init__(self) -> None:
+        super().__init__(("off", "v1", "v2", "auto"))
+
+    def __call__(self, value: Any, strings: bool) -> str:
+        if value is True:
+            return "auto"
+        if value is False or value is None:
+            return "off"
+        return super().__call__(value, strings)
+
+
+class CertReqsRule(IntRule):
+    """ssl.CERT_NONE (0), CERT_OPTIONAL (1) or CERT_REQUIRED (2), as gunicorn's cert_reqs."""
+
+    def __init__(self) -> None:
+        super().__init__(0, 2, hint="0 (no client certificate), 1 (optional) or 2 (required)")
+
+
+#: ssl_version values accepted (gunicorn's are ssl.PROTOCOL_* names or numbers): each maps to
+#: the lowest TLS version the server offers (None: the default, TLS 1.2).
+SSL_VERSIONS: dict[str, str | None] = {
+    "TLS": None, "TLS_SERVER": None, "SSLV23": None, "TLSV1_2": "TLSv1_2", "TLSV1_3": "TLSv1_3",
+}
+_SSL_VERSION_NUMBERS = {2: "TLS", 17: "TLS_SERVER", 5: "TLSV1_2"}
+
+
+class SslVersionRule:
+    """Deprecated in gunicorn; accepted for its configs, stored as a name from SSL_VERSIONS."""
+
+    TO = ("TLS (the default: TLS 1.2 or newer) or TLSv1_3; set ciphers or the ssl_context "
+          "hook for more")
+
+    def describe(self) -> str:
+        return "TLS, TLS_SERVER, SSLv23, TLSv1_2 or TLSv1_3 (deprecated, as in gunicorn)"
+
+    def __call__(self, value: Any, strings: bool) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value not in _SSL_VERSION_NUMBERS:
+                raise Invalid("names a protocol older than TLS 1.2 or not known", to=self.TO)
+            return _SSL_VERSION_NUMBERS[value]
+        if not isinstance(value, str):
+            raise Invalid(f"must be a protocol name, not {_type_name(value)}", to=self.TO)
+        text = value.strip().upper().removeprefix("PROTOCOL_")
+        if text.isdigit():
+            return self(int(text), strings)
+        if text not in SSL_VERSIONS:
+            raise Invalid("names a protocol older than TLS 1.2 or not known", to=self.TO)
+        return text
+
+
+class DottedPathRule(StrRule):
+    """A dotted path to a callable (``myproject.tls.make_context``); imported at start-up."""
+
+    def __init__(self) -> None:
+        super().__init__(optional=True, hint="a dotted path like myproject.hooks.ssl_context")
+
+    def __call__(self, value: Any, strings: bool) -> str | None:
+        text = super().__call__(value, strings)
+        if text is None:
+            return None
+        text = text.strip()
+        parts = text.split(".")
+        if len(parts) < 2 or not all(part.isidentifier() for part in parts):
+            raise Invalid("must be a dotted path to a function (module.name)", to=self.hint)
+        return text

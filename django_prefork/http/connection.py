@@ -23,6 +23,8 @@ from .errors import (
     status_for,
 )
 from .parser import Limits, RequestHead, find_head_end, parse_head
+from .proxy import NO_HEADER, InvalidProxyHeader, ProxyHeader
+from .proxy import parse as parse_proxy_header
 from .rejectlog import RateLimitedWarnings, describe_peer, safe_reason
 from .response import Response
 from .settings import CoreSettings
@@ -130,12 +132,15 @@ class ServerContext:
         #: sets a function `(sock, file, offset, count) -> bytes sent` (gevent does).
         self.sendfile: Any = None
 
-        allow = settings.forwarded_allow_ips
-        self.trust_all = "*" in allow
-        self.trusted_ips = frozenset(a for a in allow if "/" not in a)
-        self.trusted_networks = tuple(
-            ipaddress.ip_network(a, strict=False) for a in allow if "/" in a
-        )
+        #: Peers trusted to set the scheme headers (forwarded_allow_ips).
+        self.forwarded_allow = AllowList(settings.forwarded_allow_ips)
+        #: PROXY protocol (http/proxy.py): "off", "v1", "v2" or "auto", and the peers allowed
+        #: to send a header (proxy_allow_ips).
+        self.proxy_protocol = settings.proxy_protocol
+        self.proxy_allow = AllowList(settings.proxy_allow_ips)
+        #: The server's ssl.SSLContext when TLS is on (http/tls.py), else None: set by the
+        #: worker, which wraps each accepted socket with it before the core sees it.
+        self.tls: Any = None
         # (environ key, lower-case value meaning https); names with "_" never reach the
         # environ under the default header_map, so such a setting would never match.
         self.scheme_headers = tuple(
@@ -159,17 +164,32 @@ class ServerContext:
 
     def is_trusted(self, client_addr: Any) -> bool:
         """Whether the peer may set the scheme headers (a trusted proxy)."""
-        if self.trust_all or not isinstance(client_addr, tuple):
-            return True  # unix socket: the peer is local, as gunicorn
-        host = client_addr[0]
-        if host in self.trusted_ips:
+        return client_addr in self.forwarded_allow
+
+
+class AllowList:
+    """`*`, IP addresses and networks (forwarded_allow_ips, proxy_allow_ips). A unix socket's
+    peer is local and always allowed, as gunicorn."""
+
+    __slots__ = ("all", "ips", "networks")
+
+    def __init__(self, allow: Any) -> None:
+        self.all = "*" in allow
+        self.ips = frozenset(a for a in allow if "/" not in a)
+        self.networks = tuple(ipaddress.ip_network(a, strict=False) for a in allow if "/" in a)
+
+    def __contains__(self, client_addr: Any) -> bool:
+        if self.all or not isinstance(client_addr, tuple):
             return True
-        if self.trusted_networks:
+        host = client_addr[0]
+        if host in self.ips:
+            return True
+        if self.networks:
             try:
                 ip = ipaddress.ip_address(host)
             except ValueError:
                 return False
-            return any(ip in net for net in self.trusted_networks)
+            return any(ip in net for net in self.networks)
         return False
 
 
@@ -189,10 +209,13 @@ class HTTPConnection:
         "closing",
         "ctx",
         "plain_tcp",
+        "proxy_pending",
+        "recv_first",
         "request_line",
         "response_started",
         "server_addr",
         "sock",
+        "tls",
     )
 
     def __init__(self, sock: Any, client_addr: Any, server_addr: Any, ctx: ServerContext):
@@ -211,11 +234,17 @@ class HTTPConnection:
         #: close`), e.g. gthread shedding keep-alive connections at `worker_connections`.
         self.closing = False
         # sendfile() writes raw bytes: never through TLS (stdlib or gevent SSL sockets).
-        raw_socket = hasattr(sock, "sendfile") and not hasattr(sock, "do_handshake")
+        #: A TLS socket (the worker wrapped it, http/tls.py): https in the environ.
+        self.tls = hasattr(sock, "do_handshake")
+        raw_socket = hasattr(sock, "sendfile") and not self.tls
         self.can_sendfile = raw_socket and ctx.use_sendfile  # --no-sendfile
         # A TCP socket without TLS: send/recv flags are allowed (TLS sockets refuse them) and
         # there are segments to merge (send_last, recv_body_exact).
         self.plain_tcp = raw_socket and isinstance(server_addr, tuple)
+        #: A first head may be tried with MSG_DONTWAIT (not on TLS sockets: no flags there).
+        self.recv_first = ctx.recv_first and raw_socket
+        #: The PROXY header (http/proxy.py) is still to come: it precedes the first request.
+        self.proxy_pending = ctx.proxy_protocol != "off"
 
         base = ctx.base_environ.copy()
         self._unix = not isinstance(server_addr, tuple)
@@ -286,7 +315,7 @@ class HTTPConnection:
         scanned = 0
         sock = self.sock
         recv = sock.recv
-        if not buf and self.ctx.recv_first:
+        if not buf and self.recv_first:
             # The request is usually here already: take it without the timeout dance below
             # (settimeout, poll, recv, settimeout back: three more syscalls per request; sync
             # wsgi-hello: see docs/benchmarks.md). If it is not, wait as below.
@@ -305,7 +334,13 @@ class HTTPConnection:
         changed = skipped = False
         try:
             while True:
-                if buf:
+                if buf and self.proxy_pending:
+                    found = parse_proxy_header(buf, self.ctx.proxy_protocol)
+                    if found is not None:  # (None: read on, the header is not complete)
+                        self.use_proxy_header(found)
+                        buf = bytes(buf[found.length:])
+                        continue
+                elif buf:
                     if buf[0] == 13 or buf[0] == 10:
                         # RFC 9112 §2.2: a server SHOULD ignore at least one empty line before
                         # the request-line; we ignore exactly one CRLF (docs/security.md).
@@ -400,12 +435,35 @@ class HTTPConnection:
             self._base, head, wsgi_input, ctx.scheme_headers,
             self._peer_trusted, self._unix, ctx.header_map, ctx.forwarder_headers,
         )  # fmt: skip
+        if self.tls:  # TLS ends here: the request is https whatever headers say
+            environ["wsgi.url_scheme"] = "https"
+            environ["HTTPS"] = "on"
         if type(reader) is SpooledReader:
             # The body is now length-delimited: say so, and do not let an app that forwards
             # headers announce both framings (RFC 9112 §6.3).
             environ["CONTENT_LENGTH"] = str(reader.length)
             environ.pop("HTTP_TRANSFER_ENCODING", None)
         return environ
+
+    def use_proxy_header(self, found: ProxyHeader) -> None:
+        """The connection's PROXY header (or NO_HEADER in mode auto) is parsed: from now on
+        the client is the one it names. Only peers in proxy_allow_ips may send one."""
+        self.proxy_pending = False
+        if found is NO_HEADER:
+            return
+        if self.client_addr not in self.ctx.proxy_allow:
+            raise InvalidProxyHeader("PROXY header from a peer not in proxy_allow_ips")
+        source = found.source
+        if source is None:
+            return  # v1 UNKNOWN, v2 LOCAL/UNSPEC: the peer stands
+        # The real client also decides whether the scheme headers are trusted: behind a TCP
+        # load balancer they come from the client itself.
+        self.client_addr = source
+        self._trusted = None
+        if isinstance(source, tuple):
+            self._base["REMOTE_ADDR"], self._base["REMOTE_PORT"] = source[0], str(source[1])
+        else:
+            self._base["REMOTE_ADDR"], self._base["REMOTE_PORT"] = source, ""
 
     def _peer_trusted(self) -> bool:
         trusted = self._trusted
@@ -650,8 +708,9 @@ class HTTPConnection:
     # -- worker API -------------------------------------------------------------------------
 
     def has_pending_data(self) -> bool:
-        """Pipelined bytes already buffered: the next request may be ready without a recv."""
-        return bool(self._buf)
+        """Pipelined bytes already buffered: the next request may be ready without a recv
+        (decrypted bytes the TLS layer holds are invisible to a poller: they count too)."""
+        return bool(self._buf) or (self.tls and self.sock.pending() > 0)
 
     def close(self) -> None:
         if not self._closed:

@@ -42,6 +42,8 @@ class CoreSettings:
     casefold_http_method: bool = False  # gunicorn's leniencies, off as in gunicorn
     permit_obsolete_folding: bool = False
     strip_header_spaces: bool = False
+    proxy_protocol: str = "off"  # http/proxy.py: off, v1, v2, auto
+    proxy_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
 
     @classmethod
     def from_config(cls, cfg: Config) -> CoreSettings:
@@ -69,4 +71,6 @@ class CoreSettings:
             casefold_http_method=cfg.casefold_http_method,
             permit_obsolete_folding=cfg.permit_obsolete_folding,
             strip_header_spaces=cfg.strip_header_spaces,
+            proxy_protocol=cfg.proxy_protocol,
+            proxy_allow_ips=tuple(cfg.proxy_allow_ips),
         )

@@ -23,6 +23,7 @@ from typing import Any
 from django_prefork.http.connection import ServerContext
 from django_prefork.http.errors import error_response
 from django_prefork.http.settings import CoreSettings
+from django_prefork.http.tls import load_server_tls
 from django_prefork.server.sockets import Listener
 from django_prefork.workers import worker_class_for
 from django_prefork.workers.accept import AcceptPolicy
@@ -150,6 +151,8 @@ class Worker:
             health_check=make_health_check(self.cfg, self.board.fd),
         )
         ctx.request_tracker = self.tracker
+        # Read at every boot: a HUP's new generation serves the certificate files as they are.
+        ctx.tls = load_server_tls(self.cfg)
         return ctx
 
     def set_process_title(self) -> None:

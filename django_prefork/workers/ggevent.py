@@ -27,6 +27,7 @@ from gevent import select as gselect
 from gevent.pool import Pool
 
 from django_prefork.http.connection import RECV_SIZE, HTTPConnection, ServerContext
+from django_prefork.http.tls import secure
 from django_prefork.server.sockets import Listener
 from django_prefork.workers.accept import FD_BACKOFF
 from django_prefork.workers.base import Worker, answer_stopped, log
@@ -248,10 +249,18 @@ class GeventWorker(Worker):
 
     def _handle(self, client: Any, addr: Any, server_addr: Any) -> None:
         assert self.ctx is not None
+        since = time.monotonic()
+        if self.ctx.tls is not None:
+            # In this greenlet, within header_timeout: waiting for a ClientHello yields to
+            # the hub like waiting for a head (the ssl module is gevent's, patched at boot).
+            client = secure(self.ctx.tls, client, self.head_limit)
+            if client is None:
+                self._open -= 1
+                self.board.publish(self._open)
+                return
         conn = HTTPConnection(client, addr, server_addr, self.ctx)
         io_timeout = self.io_timeout
         try:
-            since = time.monotonic()
             new = True  # a new client has head_limit to send its whole first head
             while True:
                 if not conn.has_pending_data():
@@ -337,7 +346,7 @@ class GeventWorker(Worker):
             if not data:
                 return _CLOSE  # the client closed (a partial head gets no answer)
             buffered = conn.feed(data)
-            if head_ready(buffered, limits):
+            if head_ready(buffered, limits, conn):
                 return _READY
             if not partial:
                 partial = True

@@ -24,11 +24,13 @@ import queue
 import select
 import signal
 import socket
+import ssl
 import threading
 import time
 from typing import Any
 
-from django_prefork.http.connection import HTTPConnection
+from django_prefork.http.connection import RECV_SIZE, HTTPConnection
+from django_prefork.http.tls import DONE, WANT_READ, handshake_step
 from django_prefork.server.sockets import Listener
 from django_prefork.workers.base import (
     KERNEL_TIMEOUTS_INHERITED,
@@ -72,6 +74,8 @@ _ARM_HANGUP = select.EPOLLRDHUP | select.EPOLLONESHOT
 _HANGUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 # The main thread's look at a parked connection: never blocks (the socket itself blocks).
 _PEEK_NOW = socket.MSG_PEEK | socket.MSG_DONTWAIT
+# A TLS handshake waiting to send (its socket buffer was full).
+_ARM_WRITE = select.EPOLLOUT | select.EPOLLONESHOT
 # Listening sockets: plain level-triggered EPOLLIN, every idle worker is woken and the first
 # to call accept() wins. EPOLLEXCLUSIVE (wake one waiter) was measured and dropped: the main
 # thread of every worker is always in epoll_wait, so the kernel picked the same worker for
@@ -82,8 +86,8 @@ _LISTEN = select.EPOLLIN
 class _Conn:
     """A client connection and where it stands: parked in the poller, partial, or busy."""
 
-    __slots__ = ("busy", "conn", "deadline", "expired", "fd", "head_deadline", "new",
-                 "partial_since", "recheck", "since", "sock", "token")
+    __slots__ = ("busy", "conn", "deadline", "expired", "fd", "handshaking", "head_deadline",
+                 "new", "partial_since", "recheck", "since", "sock", "tls", "token")
 
     def __init__(self, conn: HTTPConnection, sock: socket.socket, now: float) -> None:
         self.conn = conn
@@ -98,6 +102,10 @@ class _Conn:
         self.partial_since = 0.0  # when a partial head was first seen (0: none)
         self.recheck = FIRST_RECHECK
         self.token = 0  # the timer entry that is current for this connection
+        #: TLS: the poller reads (decrypts) what arrives into the connection's buffer, since a
+        #: peek sees only ciphertext; `handshaking` until the handshake is done.
+        self.tls = conn.tls
+        self.handshaking = self.tls
 
 
 class ThreadWorker(Worker):
@@ -285,6 +293,12 @@ class ThreadWorker(Worker):
             client.setblocking(True)
             set_kernel_timeouts(client, self.io_timeout)
         assert self.ctx is not None
+        if self.ctx.tls is not None:
+            try:
+                client = self.ctx.tls.wrap(client)  # the handshake: _look_tls, in the poller
+            except (OSError, ValueError):
+                client.close()
+                return
         now = time.monotonic()
         state = _Conn(HTTPConnection(client, addr, address, self.ctx), client, now)
         limit_s = self.head_limit
@@ -329,6 +343,9 @@ class ThreadWorker(Worker):
 
     def _look(self, state: _Conn, ev: int = 0) -> None:
         """Data arrived (or arrives slowly): hand over a complete head, close at EOF."""
+        if state.tls:
+            self._look_tls(state)
+            return
         try:
             data = state.sock.recv(PEEK_SIZE, _PEEK_NOW)
         except (BlockingIOError, InterruptedError):
@@ -343,7 +360,7 @@ class ThreadWorker(Worker):
         if not data:
             self._close(state)  # the client closed between requests
             return
-        if head_ready(data, self.limits) or ev & _HANGUP:
+        if head_ready(data, self.limits, state.conn) or ev & _HANGUP:
             # (a partial head from a client that closed its side: the core reads it, meets
             # the EOF and closes without an answer)
             self._dispatch(state)
@@ -369,6 +386,54 @@ class ThreadWorker(Worker):
         when = min(now + state.recheck, state.head_deadline)
         state.token = token = next(self._seq)
         heapq.heappush(self._timers, (when, token, state))
+
+    def _look_tls(self, state: _Conn) -> None:
+        """A TLS connection: drive its handshake, then read what arrived into the
+        connection's buffer until a head is complete, all without blocking. The handshake
+        has the head's deadline (`_scan` closes a client that never sends its ClientHello);
+        a partial head is looked at again at its deadline, and then answered 408."""
+        sock = state.sock
+        conn = state.conn
+        try:
+            sock.setblocking(False)  # the poller never waits; a thread serves it blocking
+            if state.handshaking:
+                want = handshake_step(sock)
+                if want != DONE:
+                    self._epoll.modify(state.fd, _ARM if want == WANT_READ else _ARM_WRITE)
+                    return
+                state.handshaking = False
+            while True:
+                try:
+                    data = sock.recv(RECV_SIZE)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    break
+                if not data:
+                    self._close(state)  # the client closed (a partial head gets no answer)
+                    return
+                if head_ready(conn.feed(data), self.limits, conn):
+                    sock.setblocking(True)
+                    self._dispatch(state)
+                    return
+        except (OSError, ValueError):  # a failed handshake, a reset
+            self._close(state)
+            return
+        if conn.has_pending_data():  # a partial head
+            now = time.monotonic()
+            if not state.partial_since:
+                state.partial_since = now
+                if not state.new:
+                    limit = self.head_limit
+                    if self._drain_started:
+                        limit = min(limit, DRAIN_GRACE)
+                    state.head_deadline = now + limit
+            if now >= state.head_deadline:
+                state.expired = True  # the core answers 408
+                sock.setblocking(True)
+                self._dispatch(state)
+                return
+            state.token = token = next(self._seq)
+            heapq.heappush(self._timers, (state.head_deadline, token, state))
+        self._epoll.modify(state.fd, _ARM)
 
     def _dispatch(self, state: _Conn) -> None:
         state.token = 0

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from django_prefork.http.parser import head_ready as _core_head_ready
+from django_prefork.http.proxy import InvalidProxyHeader
+from django_prefork.http.proxy import parse as parse_proxy_header
 
 #: Bytes looked at to decide whether a request head is complete. A head that does not fit is
 #: handed to the HTTP core, which enforces the real limits.
@@ -27,14 +29,26 @@ def io_timeout(cfg: Any) -> float:
     return float(cfg.timeout) if cfg.timeout else DEFAULT_IO_TIMEOUT
 
 
-def head_ready(data: bytes, limits: Any) -> bool:
+def head_ready(data: bytes, limits: Any, conn: Any = None) -> bool:
     """Whether the HTTP core can take the connection without waiting for more of a head.
 
     `django_prefork.http.parser.head_ready`: true for a complete head and for bytes the core
     refuses at once (bare LF, too long, ...). Also true once the peek window is full: the core
-    reads the rest and enforces the real limits (and `header_timeout`).
+    reads the rest and enforces the real limits (and `header_timeout`). A connection whose
+    PROXY header is still to come (`conn.proxy_pending`) needs that header whole and a head
+    after it; a malformed header is ready at once (the core refuses it).
     """
-    return len(data) >= PEEK_SIZE or _core_head_ready(data, limits)
+    if len(data) >= PEEK_SIZE:
+        return True
+    if conn is not None and conn.proxy_pending:
+        try:
+            found = parse_proxy_header(data, conn.ctx.proxy_protocol)
+        except InvalidProxyHeader:
+            return True
+        if found is None:
+            return False
+        data = data[found.length:]
+    return _core_head_ready(data, limits)
 
 
 def head_limit(ctx: Any, cfg: Any) -> float:

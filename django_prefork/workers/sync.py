@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from django_prefork.http.connection import HTTPConnection
+from django_prefork.http.tls import secure
 from django_prefork.server.sockets import Listener
 from django_prefork.workers.accept import FD_BACKOFF
 from django_prefork.workers.base import (
@@ -22,6 +23,7 @@ from django_prefork.workers.base import (
     log,
     set_kernel_timeouts,
 )
+from django_prefork.workers.heads import head_limit
 from django_prefork.workers.inflight import RequestWatch
 
 
@@ -105,9 +107,16 @@ class SyncWorker(Worker):
         self.serve(socket.socket(family, type_, proto, fileno=fd), addr, server_addr)
         return True
 
-    def serve(self, client: socket.socket, addr: object, server_addr: object) -> None:
+    def serve(self, client: Any, addr: object, server_addr: object) -> None:
         assert self.ctx is not None
         if self.client_timeout and not KERNEL_TIMEOUTS_INHERITED:
+            client.settimeout(self.client_timeout)
+        if self.ctx.tls is not None:
+            # The handshake has header_timeout, as a request head: a client that opens TCP
+            # and never says hello holds this worker no longer than a slow head would.
+            client = secure(self.ctx.tls, client, head_limit(self.ctx, self.cfg))
+            if client is None:
+                return
             client.settimeout(self.client_timeout)
         conn = HTTPConnection(client, addr, server_addr, self.ctx)
         try:

@@ -94,6 +94,11 @@ def boot(spec: dict[str, Any]) -> Any:
         raise BootFailure(str(exc)) from None
     except Exception as exc:  # an error in settings.py itself
         raise BootFailure(f"cannot load the settings: {describe_error(exc)}") from exc
+    from django_prefork.http.tls import tls_problem
+
+    problem = tls_problem(cfg)  # new certificate files are read by the new generation
+    if problem:
+        raise BootFailure(problem)
     if (cfg.worker_class == "gevent") != spec["gevent"]:
         raise BootFailure(
             f"WORKER_CLASS changed to {cfg.worker_class!r}: switching to or from gevent needs "

@@ -114,11 +114,13 @@ def pid(request):
 
 
 def environ(request):
-    keys = ("REMOTE_ADDR", "SERVER_NAME", "SERVER_PORT", "PATH_INFO", "QUERY_STRING",
+    keys = ("REMOTE_ADDR", "REMOTE_PORT", "HTTPS", "SERVER_NAME", "SERVER_PORT", "PATH_INFO",
+            "QUERY_STRING",
             "SCRIPT_NAME", "wsgi.url_scheme", "wsgi.multithread", "wsgi.multiprocess",
             "SERVER_PROTOCOL", "REQUEST_METHOD", "SERVER_SOFTWARE")
     data = {k: request.META.get(k) for k in keys}
     data["headers"] = {k: v for k, v in request.META.items() if k.startswith("HTTP_")}
+    data["is_secure"] = request.is_secure()
     return JsonResponse(data)
 
 

@@ -253,10 +253,14 @@ def startup_problems(cfg: Config) -> list[str]:
     pidfile already (a second master must not take over the first one's pidfile). Each log
     file must be writable, or its directory must be (nothing is created here).
     """
+    from django_prefork.http.tls import tls_problem
     from django_prefork.server.pidfile import Pidfile
     from django_prefork.server.upgrade import old_master_pid
 
     problems: list[str] = []
+    tls = tls_problem(cfg)  # the certificate and key, read as every worker will read them
+    if tls:
+        problems.append(tls)
     for label, path in (("--error-logfile (ERRORLOG)", cfg.errorlog),
                         ("--access-logfile (ACCESSLOG)", cfg.accesslog)):
         if path and path != "-":
