@@ -239,6 +239,16 @@ class Config:
     statsd_host: str | None
     statsd_prefix: str
     dogstatsd_tags: str
+    logconfig: str | None
+    logconfig_json: str | None
+    logconfig_dict: dict[str, Any]
+    syslog: bool
+    syslog_addr: str
+    syslog_prefix: str | None
+    syslog_facility: str
+    disable_redirect_access_to_syslog: bool
+    capture_output: bool
+    enable_stdio_inheritance: bool
 
     def __init__(self, values: Mapping[str, Any] | None = None,
                  sources: Mapping[str, str] | None = None) -> None:
