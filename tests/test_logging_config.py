@@ -1,0 +1,340 @@
+"""logconfig, logconfig_json and logconfig_dict: merged after the project's LOGGING.
+
+Unit tests of django_prefork.logging/logconfig, then the settings through a real
+``manage.py runprefork``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import os
+import subprocess
+import sys
+import textwrap
+from types import SimpleNamespace
+
+import pytest
+from test_logging import NAMES, clean_loggers, make_cfg  # noqa: F401 - the fixture
+
+from django_prefork import logging as plog
+from django_prefork.conf import ConfigError, load_config
+
+APP_LOGGER = "tests.logconfig.app"
+
+
+@pytest.fixture(autouse=True)
+def clean_app_logger():
+    logger = logging.getLogger(APP_LOGGER)
+    saved = (logger.handlers[:], logger.level, logger.propagate, logger.disabled)
+    yield
+    for handler in logger.handlers:
+        if handler not in saved[0]:
+            handler.close()
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate, logger.disabled = saved[2], saved[3]
+
+
+def cfg_with(**kwargs):
+    base = {"logconfig": None, "logconfig_json": None, "logconfig_dict": {}}
+    base.update(kwargs)
+    return make_cfg(**base)
+
+
+def file_dict(path, logger=APP_LOGGER, fmt="DICT %(message)s", **logger_conf):
+    return {
+        "formatters": {"f": {"format": fmt}},
+        "handlers": {"file": {"class": "logging.FileHandler", "filename": str(path),
+                              "formatter": "f"}},
+        "loggers": {logger: {"handlers": ["file"], "level": "INFO", **logger_conf}},
+    }
+
+
+def test_dict_routes_the_loggers_it_names_and_disables_none(tmp_path):
+    bystander = logging.getLogger("tests.logconfig.bystander")
+    out = tmp_path / "app.log"
+    plog.configure_logging(cfg_with(logconfig_dict=file_dict(out), errorlog=os.devnull))
+    logging.getLogger(APP_LOGGER).info("hello")
+    assert not bystander.disabled
+    assert out.read_text() == "DICT hello\n"
+
+
+def test_dict_wins_over_the_projects_handlers_and_an_undo_gives_them_back(tmp_path):
+    project_out, ours = tmp_path / "project.log", tmp_path / "ours.log"
+    logging.config.dictConfig({
+        "version": 1, "disable_existing_loggers": False,
+        "handlers": {"p": {"class": "logging.FileHandler", "filename": str(project_out)}},
+        "loggers": {APP_LOGGER: {"handlers": ["p"], "level": "INFO"}},
+    })
+    plog.configure_logging(cfg_with(logconfig_dict=file_dict(ours), errorlog=os.devnull))
+    logging.getLogger(APP_LOGGER).info("first")
+    # A reload without the setting gives the logger back to the project's LOGGING.
+    plog.configure_logging(cfg_with(errorlog=os.devnull))
+    logging.getLogger(APP_LOGGER).info("second")
+    assert ours.read_text() == "DICT first\n"
+    assert project_out.read_text() == "second\n"
+
+
+def test_routing_our_error_logger_replaces_errorlog(tmp_path):
+    errorlog, routed = tmp_path / "error.log", tmp_path / "routed.log"
+    plog.configure_logging(cfg_with(errorlog=str(errorlog),
+                                    logconfig_dict=file_dict(routed, plog.ERROR_LOGGER)))
+    logging.getLogger(plog.ERROR_LOGGER).info("booted")
+    assert routed.read_text() == "DICT booted\n"
+    assert not errorlog.exists()  # the logconfig owns the error log: ERRORLOG is not opened
+
+
+def test_routing_the_access_logger_turns_the_access_log_on(tmp_path):
+    out = tmp_path / "access.log"
+    access = plog.configure_logging(cfg_with(
+        errorlog=os.devnull, logconfig_dict=file_dict(out, plog.ACCESS_LOGGER,
+                                                      propagate=False)))
+    assert access is not None
+    access.log({"REQUEST_METHOD": "GET", "PATH_INFO": "/x", "SERVER_PROTOCOL": "HTTP/1.1"},
+               "200 OK", [], 2, 0.0)
+    assert out.read_text().startswith('DICT - - - [')
+
+
+def test_ini_file(tmp_path):
+    out = tmp_path / "ini.log"
+    ini = tmp_path / "log.ini"
+    ini.write_text(textwrap.dedent(f"""\
+        [loggers]
+        keys=root,app
+
+        [handlers]
+        keys=file
+
+        [formatters]
+        keys=plain
+
+        [logger_root]
+        level=WARNING
+        handlers=
+
+        [logger_app]
+        qualname={APP_LOGGER}
+        level=DEBUG
+        handlers=file
+        propagate=0
+
+        [handler_file]
+        class=FileHandler
+        formatter=plain
+        args=({str(out)!r}, 'a')
+
+        [formatter_plain]
+        format=INI %(levelname)s %(message)s
+        """))
+    plog.configure_logging(cfg_with(logconfig=str(ini), errorlog=os.devnull))
+    logger = logging.getLogger(APP_LOGGER)
+    logger.debug("detail")
+    assert out.read_text() == "INI DEBUG detail\n"
+    assert logger.propagate is False
+
+
+def test_dict_wins_over_json_wins_over_ini(tmp_path):
+    json_out, dict_out = tmp_path / "json.log", tmp_path / "dict.log"
+    json_file = tmp_path / "log.json"
+    json_file.write_text(json.dumps({"version": 1, **file_dict(json_out, fmt="JSON %(message)s")}))
+    plog.configure_logging(cfg_with(logconfig_json=str(json_file), errorlog=os.devnull))
+    logging.getLogger(APP_LOGGER).info("one")
+    plog.configure_logging(cfg_with(logconfig_json=str(json_file), errorlog=os.devnull,
+                                    logconfig_dict=file_dict(dict_out)))
+    logging.getLogger(APP_LOGGER).info("two")
+    assert json_out.read_text() == "JSON one\n"
+    assert dict_out.read_text() == "DICT two\n"
+
+
+@pytest.mark.parametrize(("setting", "content", "expected"), [
+    ("logconfig_json", "{not json", r"--log-config-json \(LOGCONFIG_JSON\) '.*' cannot be "
+                                    r"applied: not valid JSON"),
+    ("logconfig_json", None, r"--log-config-json \(LOGCONFIG_JSON\) '.*' cannot be applied: "
+                             r".*No such file"),
+    ("logconfig", "[loggers]\nkeys=root\n", r"--log-config \(LOGCONFIG\) '.*' cannot be "
+                                            r"applied: it has no \[handlers\] section"),
+])
+def test_a_bad_file_is_one_line_and_changes_nothing(tmp_path, setting, content, expected):
+    errorlog = tmp_path / "error.log"
+    plog.configure_logging(cfg_with(errorlog=str(errorlog)))
+    path = tmp_path / "bad.conf"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(plog.LoggingSetupError, match=expected) as caught:
+        plog.configure_logging(cfg_with(errorlog=str(tmp_path / "new.log"),
+                                        **{setting: str(path)}))
+    assert "\n" not in str(caught.value)
+    logging.getLogger(plog.ERROR_LOGGER).info("still here")
+    assert "still here" in errorlog.read_text()
+    assert not (tmp_path / "new.log").exists() or (tmp_path / "new.log").read_text() == ""
+
+
+def test_a_handler_that_cannot_open_closes_what_was_opened(tmp_path):
+    good = tmp_path / "good.log"
+    config = {
+        "handlers": {
+            "a_good": {"class": "logging.FileHandler", "filename": str(good)},
+            "b_bad": {"class": "logging.FileHandler", "filename": "/nonexistent/d/x.log"},
+        },
+        "loggers": {APP_LOGGER: {"handlers": ["a_good", "b_bad"]}},
+    }
+    before = set(logging._handlerList)  # type: ignore[attr-defined]
+    with pytest.raises(plog.LoggingSetupError, match=r"--log-config-dict \(LOGCONFIG_DICT\) "
+                       r"cannot be applied: handler 'b_bad': .*No such file"):
+        plog.configure_logging(cfg_with(logconfig_dict=config, errorlog=os.devnull))
+    opened = [ref() for ref in set(logging._handlerList) - before]  # type: ignore[attr-defined]
+    assert all(getattr(h, "stream", None) is None for h in opened if h is not None)
+    assert logging.getLogger(APP_LOGGER).handlers == []
+
+
+# --- validation ---------------------------------------------------------------------------
+
+def test_logconfig_dict_validation():
+    assert load_config(cli={"logconfig_dict": '{"loggers": {}}'}).logconfig_dict == {
+        "loggers": {}}
+    with pytest.raises(ConfigError, match=r"--log-config-dict .* is not valid JSON"):
+        load_config(cli={"logconfig_dict": "{nope"})
+    with pytest.raises(ConfigError, match=r"PREFORK\['LOGCONFIG_DICT'\] .* must hold only "
+                                          r"JSON values"):
+        load_config(prefork={"LOGCONFIG_DICT": {"filters": {"f": {"()": object}}}})
+    with pytest.raises(ConfigError, match=r"version 2"):
+        load_config(prefork={"LOGCONFIG_DICT": {"version": 2}})
+    with pytest.raises(ConfigError, match=r"must be a dict, not str"):
+        load_config(prefork={"LOGCONFIG_DICT": "logging.ini"})
+
+
+def test_log_file_is_an_alias_of_error_logfile():
+    import argparse
+
+    from django_prefork.conf import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    options = vars(parser.parse_args(["--log-file", "/var/log/x.log"]))
+    assert load_config(cli=options).errorlog == "/var/log/x.log"
+
+
+# --- through a real server ----------------------------------------------------------------
+
+def _settings_dir(tmp_path, name: str, body: str):
+    directory = tmp_path / "mods"
+    directory.mkdir(exist_ok=True)
+    (directory / f"{name}.py").write_text(body)
+    return directory
+
+
+def _server(tmp_path, name: str, body: str, *args: str):
+    from server import Server
+
+    directory = _settings_dir(tmp_path, name, body)
+    server = Server(*args, settings=name)
+    server.env["PYTHONPATH"] = os.pathsep.join([str(directory), server.env["PYTHONPATH"]])
+    return server
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("worker_class", ["sync", "gevent"])
+def test_logconfig_dict_in_prefork_keeps_the_projects_logging(tmp_path, worker_class):
+    from server import wait_until
+
+    app_log, access_log = tmp_path / "app.log", tmp_path / "access.log"
+    config = {
+        "formatters": {"f": {"format": "DICT %(name)s %(message)s"}},
+        "handlers": {
+            "app": {"class": "logging.FileHandler", "filename": str(app_log), "formatter": "f"},
+            "access": {"class": "logging.FileHandler", "filename": str(access_log),
+                       "formatter": "f"},
+        },
+        "loggers": {
+            "testproject.views": {"handlers": ["app"], "level": "INFO", "propagate": False},
+            "django_prefork.access": {"handlers": ["access"], "propagate": False},
+        },
+    }
+    body = ("from testproject.settings_logging import *\n"
+            f"PREFORK = {{'LOGCONFIG_DICT': {config!r}}}\n")
+    with _server(tmp_path, f"logdict_{worker_class}", body, "-k", worker_class) as server:
+        server.start(wait_workers=1)
+        assert server.get("/log?mark=m1")[0] == 200
+        wait_until(lambda: app_log.exists() and "DICT testproject.views app m1"
+                   in app_log.read_text(), message="the view's line in the logconfig file")
+        wait_until(lambda: access_log.exists() and '"GET /log?mark=m1 HTTP/1.1" 200'
+                   in access_log.read_text(), message="the access line in the logconfig file")
+        # The project's LOGGING still serves the loggers the setting does not name.
+        server.wait_for_line(r"PROJECT-LOG thirdparty thirdparty m1")
+        assert "PROJECT-LOG testproject.views" not in server.output
+
+
+INI = """\
+[loggers]
+keys=root,error
+
+[handlers]
+keys=console
+
+[formatters]
+keys=tagged
+
+[logger_root]
+level=WARNING
+handlers=
+
+[logger_error]
+qualname=django_prefork.error
+level=INFO
+handlers=console
+propagate=0
+
+[handler_console]
+class=StreamHandler
+formatter=tagged
+args=(sys.stderr,)
+
+[formatter_tagged]
+format=INI [%(levelname)s] %(message)s
+"""
+
+
+@pytest.mark.integration
+def test_log_config_ini_on_the_command_line(tmp_path):
+    from server import running
+
+    ini = tmp_path / "logging.ini"
+    ini.write_text(INI)
+    with running("--log-config", str(ini), "-w", "2", wait_workers=2) as server:
+        server.wait_for_line(r"^INI \[INFO\] Listening at: http://")
+        server.wait_for_line(r"^INI \[INFO\] Booted worker with pid: \d+")  # in a worker
+        assert server.get("/hello")[0] == 200
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--log-config-json", "{missing}"],
+     r"--log-config-json \(LOGCONFIG_JSON\) '.*missing.json' cannot be applied: "
+     r".*No such file or directory"),
+    (["--log-config-dict", '{"handlers": {"h": {"class": "no.such.Handler"}}}'],
+     r"--log-config-dict \(LOGCONFIG_DICT\) cannot be applied: handler 'h': "),
+    (["--log-config-dict", "[1]"], r"--log-config-dict '\[1\]' is invalid: must be a dict"),
+])
+def test_a_bad_logconfig_stops_start_up_with_one_line(tmp_path, args, expected):
+    from server import REPO_ROOT, TESTS_DIR
+
+    args = [a.replace("{missing}", str(tmp_path / "missing.json")) for a in args]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR), str(REPO_ROOT)]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "django", "runprefork", "--settings=testproject.settings",
+         "--bind", "127.0.0.1:0", "--skip-checks", *args],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, proc.stderr
+    import re
+    assert re.search(expected, errors[0]), errors[0]
+    assert "Listening at" not in proc.stdout + proc.stderr
+
+
+def test_simple_namespace_cfg_is_enough():
+    """Callers with an older cfg (no logconfig attributes) still work."""
+    assert plog.configure_logging(SimpleNamespace(errorlog=os.devnull, accesslog=None,
+                                                  loglevel="info")) is None
