@@ -15,6 +15,7 @@ import base64
 import contextlib
 import json
 import logging
+import logging.handlers
 import os
 import re
 import sys
@@ -133,6 +134,10 @@ class _StreamHandler(_ReportsWriteFailures, logging.StreamHandler):  # type: ign
 
 class _FileHandler(_ReportsWriteFailures, logging.FileHandler):
     pass
+
+
+class _SysLogHandler(_ReportsWriteFailures, logging.handlers.SysLogHandler):
+    log_name = "syslog"
 
 
 def _make_handler(target: str, stream: Any, log_name: str = "log") -> logging.Handler:
@@ -338,8 +343,9 @@ def _open_syslog(cfg: Any) -> list[tuple[str, logging.Handler]]:
     handlers: list[tuple[str, logging.Handler]] = []
     try:
         for logger_name, log_name in wanted:
-            handlers.append((logger_name,
-                             make_syslog_handler(address, facility, prefix, log_name)))
+            handler = make_syslog_handler(address, facility, prefix, log_name, _SysLogHandler)
+            handler.log_name = f"{log_name} log's syslog {address}"
+            handlers.append((logger_name, handler))
     except (OSError, ValueError) as exc:
         for _, handler in handlers:
             _close_quietly(handler)

@@ -94,16 +94,41 @@ def syslog_tag(prefix: str | None, log_name: str) -> str:
     return ".".join(part for part in ("django-prefork", prefix, log_name) if part)
 
 
-def make_syslog_handler(address: str, facility: str, prefix: str | None,
-                        log_name: str) -> logging.Handler:
+def _probe_unix_socket(path: str, socktype: int | None) -> None:
+    """Raise OSError unless a syslog daemon listens on ``path``.
+
+    The stdlib handler ignores a failed connect at creation (as C's openlog() does) and
+    then reports every record as a logging error; we would rather refuse the setting while
+    the previous setup can still be kept.
+    """
+    last: OSError | None = None
+    for kind in ([socktype] if socktype is not None else [socket.SOCK_DGRAM,
+                                                          socket.SOCK_STREAM]):
+        probe = socket.socket(socket.AF_UNIX, kind)
+        try:
+            probe.connect(path)
+            return
+        except OSError as exc:
+            last = exc
+        finally:
+            probe.close()
+    assert last is not None
+    raise last
+
+
+def make_syslog_handler(address: str, facility: str, prefix: str | None, log_name: str,
+                        handler_class: type[logging.handlers.SysLogHandler]
+                        = logging.handlers.SysLogHandler) -> logging.handlers.SysLogHandler:
     """A connected SysLogHandler whose lines read ``<PRI>TAG: [PID] message``.
 
-    Raises OSError when the socket cannot be opened or connected (a unix socket that does
-    not exist, a TCP daemon that refuses), so the caller can keep its previous setup.
+    Raises OSError when the socket cannot be opened or connected (a unix socket nobody
+    listens on, a TCP daemon that refuses), so the caller can keep its previous setup.
     """
     parsed = parse_syslog_address(address)
     target, socktype = parsed.handler_args()
-    handler = logging.handlers.SysLogHandler(
+    if parsed.kind == "unix":
+        _probe_unix_socket(parsed.path, socktype)
+    handler = handler_class(
         address=target, facility=FACILITIES[facility], socktype=socktype)  # type: ignore[arg-type]
     tag = syslog_tag(prefix, log_name).replace("%", "%%")
     handler.setFormatter(logging.Formatter(f"{tag}: [%(process)d] %(message)s"))
