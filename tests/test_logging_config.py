@@ -338,3 +338,86 @@ def test_simple_namespace_cfg_is_enough():
     """Callers with an older cfg (no logconfig attributes) still work."""
     assert plog.configure_logging(SimpleNamespace(errorlog=os.devnull, accesslog=None,
                                                   loglevel="info")) is None
+
+
+# --- capture_output and enable_stdio_inheritance, through a real server --------------------
+
+PRINTING_URLS = '''\
+import os
+import sys
+
+from django.http import HttpResponse
+from django.urls import path
+
+
+def shout(request):
+    mark = request.GET["mark"]
+    print(f"stdout-print {mark}")
+    sys.stdout.flush()
+    os.write(2, f"stderr-fd {mark}\\n".encode())  # below Python, as a C extension writes
+    return HttpResponse("ok")
+
+
+def say(request):
+    print(f"unflushed-print {request.GET['mark']}")  # no flush: the buffering decides
+    return HttpResponse("ok")
+
+
+urlpatterns = [path("shout", shout), path("say", say)]
+'''
+
+PRINTING_SETTINGS = "from testproject.settings import *\nROOT_URLCONF = 'printingurls'\n"
+
+
+def _printing_server(tmp_path, *args: str):
+    directory = _settings_dir(tmp_path, "printingurls", PRINTING_URLS)
+    return _server(tmp_path, "printingsettings", PRINTING_SETTINGS, *args), directory
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("worker_class", ["sync", "gevent"])
+def test_capture_output_sends_stdout_and_stderr_to_the_error_log(tmp_path, worker_class):
+    import re
+    import signal
+
+    from server import wait_until
+
+    errorlog = tmp_path / "error.log"
+    server, _ = _printing_server(tmp_path, "--capture-output", "--error-logfile",
+                                 str(errorlog), "-k", worker_class)
+
+    def text(path=errorlog) -> str:
+        return path.read_text() if path.exists() else ""
+
+    with server:
+        server.start(wait_workers=None)
+        port = wait_until(lambda: re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text()),
+                          timeout=30, message="the address in the error log").group(1)
+        server.port = int(port)
+        wait_until(lambda: "Booted worker" in text(), timeout=30, message="a booted worker")
+        assert server.get("/shout?mark=one")[0] == 200
+        wait_until(lambda: "stdout-print one" in text() and "stderr-fd one" in text(),
+                   message="the worker's stdout and stderr in the error log")
+        assert "Using worker:" in text()  # the master's stdout too
+        assert "stdout-print" not in server.output
+        # USR1 (logrotate) captures into the new file as well.
+        rotated = tmp_path / "error.log.1"
+        errorlog.rename(rotated)
+        server.signal(signal.SIGUSR1)
+
+        def printed_into_new_file() -> bool:
+            server.get("/shout?mark=two")
+            return "stdout-print two" in text() and "stderr-fd two" in text()
+
+        wait_until(printed_into_new_file, timeout=30, interval=0.3,
+                   message="the captured output in the reopened error log")
+
+
+@pytest.mark.integration
+def test_enable_stdio_inheritance_makes_print_output_appear_at_once(tmp_path):
+    server, _ = _printing_server(tmp_path, "-R")
+    server.env.pop("PYTHONUNBUFFERED", None)  # stdout is a pipe: block-buffered without -R
+    with server:
+        server.start(wait_workers=1)
+        assert server.get("/say?mark=now")[0] == 200
+        server.wait_for_line(r"^unflushed-print now$", timeout=20)
