@@ -90,8 +90,8 @@ class StdioInheritance:
             text_stream: TextIO = stream
             key = id(text_stream)
             if enabled and key not in self._before:
-                self._before[key] = (text_stream.line_buffering,
-                                     text_stream.write_through)  # type: ignore[attr-defined]
+                self._before[key] = (bool(text_stream.line_buffering),
+                                     bool(getattr(text_stream, "write_through", False)))
                 with contextlib.suppress(OSError, ValueError):
                     text_stream.reconfigure(  # type: ignore[attr-defined]
                         line_buffering=True, write_through=True)

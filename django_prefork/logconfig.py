@@ -202,9 +202,9 @@ def _load_ini(path: str) -> BuiltLogConfig:
     parser = configparser.ConfigParser(defaults=None)
     with open(path, encoding="utf-8") as f:
         parser.read_file(f)
-    for section in ("loggers", "handlers", "formatters"):
-        if not parser.has_section(section):
-            raise ValueError(f"it has no [{section}] section")
+    for required in ("loggers", "handlers", "formatters"):
+        if not parser.has_section(required):
+            raise ValueError(f"it has no [{required}] section")
     formatters = logging.config._create_formatters(parser)  # type: ignore[attr-defined]
     built = BuiltLogConfig()
     try:

@@ -343,9 +343,9 @@ def _open_syslog(cfg: Any) -> list[tuple[str, logging.Handler]]:
     handlers: list[tuple[str, logging.Handler]] = []
     try:
         for logger_name, log_name in wanted:
-            handler = make_syslog_handler(address, facility, prefix, log_name, _SysLogHandler)
-            handler.log_name = f"{log_name} log's syslog {address}"
-            handlers.append((logger_name, handler))
+            syslog = make_syslog_handler(address, facility, prefix, log_name, _SysLogHandler)
+            syslog.log_name = f"{log_name} log's syslog {address}"
+            handlers.append((logger_name, syslog))
     except (OSError, ValueError) as exc:
         for _, handler in handlers:
             _close_quietly(handler)

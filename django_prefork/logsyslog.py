@@ -10,6 +10,7 @@ import logging.handlers
 import socket
 import sys
 from dataclasses import dataclass
+from typing import TypeVar
 
 # RFC 3164 section 4.1.1 facility codes, by the names gunicorn accepts.
 FACILITIES: dict[str, int] = {
@@ -116,9 +117,11 @@ def _probe_unix_socket(path: str, socktype: int | None) -> None:
     raise last
 
 
+SysLogHandlerT = TypeVar("SysLogHandlerT", bound=logging.handlers.SysLogHandler)
+
+
 def make_syslog_handler(address: str, facility: str, prefix: str | None, log_name: str,
-                        handler_class: type[logging.handlers.SysLogHandler]
-                        = logging.handlers.SysLogHandler) -> logging.handlers.SysLogHandler:
+                        handler_class: type[SysLogHandlerT]) -> SysLogHandlerT:
     """A connected SysLogHandler whose lines read ``<PRI>TAG: [PID] message``.
 
     Raises OSError when the socket cannot be opened or connected (a unix socket nobody
