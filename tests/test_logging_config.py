@@ -421,3 +421,43 @@ def test_enable_stdio_inheritance_makes_print_output_appear_at_once(tmp_path):
         server.start(wait_workers=1)
         assert server.get("/say?mark=now")[0] == 200
         server.wait_for_line(r"^unflushed-print now$", timeout=20)
+
+
+@pytest.mark.integration
+def test_hup_with_a_logconfig_that_cannot_be_applied_keeps_the_old_logs(tmp_path):
+    import signal
+
+    from server import wait_until
+
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+
+    def settings(path) -> str:
+        config = file_dict(path, "django_prefork.access", propagate=False)
+        return ("from testproject.settings import *\n"
+                f"PREFORK = {{'LOGCONFIG_DICT': {config!r}}}\n")
+
+    directory = _settings_dir(tmp_path, "huplogdict", settings(first))
+    server = _server(tmp_path, "huplogdict", settings(first))
+    with server:
+        server.start(wait_workers=1)
+        assert server.get("/hello?before")[0] == 200
+        wait_until(lambda: first.exists() and "/hello?before" in first.read_text(),
+                   message="the access line in the first file")
+        (directory / "huplogdict.py").write_text(settings("/nonexistent/d/access.log"))
+        mark = len(server.lines)
+        server.signal(signal.SIGHUP)
+        server.wait_for_line(r"Reload aborted, keeping the running configuration and logs: "
+                             r"--log-config-dict \(LOGCONFIG_DICT\) cannot be applied: handler "
+                             r"'file': .*No such file", start=mark, timeout=30)
+        assert server.get("/hello?after-bad-hup")[0] == 200
+        wait_until(lambda: "/hello?after-bad-hup" in first.read_text(),
+                   message="the old access file to keep working")
+        (directory / "huplogdict.py").write_text(settings(second))
+        server.signal(signal.SIGHUP)
+
+        def served_into_second() -> bool:
+            server.get("/hello?after-good-hup")
+            return second.exists() and "after-good-hup" in second.read_text()
+
+        wait_until(served_into_second, timeout=30, interval=0.3,
+                   message="the new generation logging to the second file")

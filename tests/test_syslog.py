@@ -140,13 +140,14 @@ def _pri(facility: str, severity: int) -> str:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("worker_class", ["sync", "gthread", "gevent"])
-def test_udp_syslog_priorities_and_prefix(udp_receiver, worker_class):
+@pytest.mark.parametrize("worker_args", [["-k", "sync"], ["-k", "gthread"], ["-k", "gevent"],
+                                         ["-k", "sync", "--preload"]])
+def test_udp_syslog_priorities_and_prefix(udp_receiver, worker_args):
     from server import running
 
     receiver, address = udp_receiver
     with running("--log-syslog", "--log-syslog-to", address, "--log-syslog-prefix", "mysite",
-                 "--log-syslog-facility", "local0", "-k", worker_class) as server:
+                 "--log-syslog-facility", "local0", *worker_args) as server:
         master = server.pid
         # The master's info line, then a worker's (sent after the app loaded).
         receiver.wait_for(re.escape(_pri("local0", LOG_INFO))
