@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .logcapture import StdioCapture, StdioInheritance
+from .logclass import BridgeHandler, ClassAccessLogger, LoggerClassError, make_logger, uses_built_in
 from .logconfig import ROOT, BuiltLogConfig, LogConfigError, build_all
 from .logsyslog import make_syslog_handler
 
@@ -61,6 +62,8 @@ class _State:
         #: the loggers the current logconfig* settings give handlers to
         self.routed: set[str] = set()
         self.capture = StdioCapture()
+        #: the logger_class object, when one owns the error and access logs
+        self.logger_object: Any = None
         self.inheritance = StdioInheritance()
 
 
@@ -178,6 +181,7 @@ def _undo_previous() -> None:
         logger.filters[:] = filters
     _state.handlers.clear()
     _state.propagate_off.clear()
+    _state.logger_object = None
     _state.displaced.clear()
     _state.before_logconfig.clear()
     _state.routed.clear()
@@ -267,7 +271,7 @@ class LoggingSetupError(Exception):
     """
 
 
-def configure_logging(cfg: Any) -> AccessLogger | None:
+def configure_logging(cfg: Any) -> AccessLogger | ClassAccessLogger | None:
     """Wire our two loggers after Django's LOGGING; return the AccessLogger, None if off.
 
     ``cfg`` needs ``errorlog`` ('-' = stderr, or a path), ``accesslog`` (None = off, '-' =
@@ -278,17 +282,20 @@ def configure_logging(cfg: Any) -> AccessLogger | None:
     LoggingSetupError and the previous setup stays in place, so a reload with a bad path
     keeps logging where it did (as gunicorn keeps its old logger).
     """
+    class_path = getattr(cfg, "logger_class", None)
     try:
+        logger_object = None if uses_built_in(class_path) else make_logger(str(class_path), cfg)
         built = build_all(cfg)
-    except LogConfigError as exc:
+    except (LogConfigError, LoggerClassError) as exc:
         raise LoggingSetupError(str(exc)) from None
     opened: list[logging.Handler] = []
     try:
         error_target = None
-        if not _project_routes(ERROR_LOGGER, built):
+        if logger_object is None and not _project_routes(ERROR_LOGGER, built):
             error_target = getattr(cfg, "errorlog", "-") or "-"
         access_target = getattr(cfg, "accesslog", None)
-        if access_target and _project_routes(ACCESS_LOGGER, built):
+        if logger_object is not None or (access_target and _project_routes(ACCESS_LOGGER,
+                                                                           built)):
             access_target = None
         error_handler = _open_handler("errorlog", error_target, sys.stderr)
         if error_handler is not None:
@@ -320,6 +327,10 @@ def configure_logging(cfg: Any) -> AccessLogger | None:
         if isinstance(access_handler, _ReportsWriteFailures):
             access_handler.report_logger = error  # say it where operators look
         _attach(access, access_handler, logging.Formatter("%(message)s"))
+    if logger_object is not None:
+        _attach(error, BridgeHandler(logger_object),
+                keep_propagate=_project_routes(ERROR_LOGGER))
+        _state.logger_object = logger_object
     for name, handler in syslog_handlers:
         # In addition to the log files, as gunicorn; a logger the project or a logconfig*
         # routes keeps its propagate.
@@ -387,13 +398,15 @@ def _open_handler(setting: str, target: str | None, stream: Any) -> logging.Hand
         ) from None
 
 
-def make_access_logger(cfg: Any) -> AccessLogger | None:
+def make_access_logger(cfg: Any) -> AccessLogger | ClassAccessLogger | None:
     """The AccessLogger a worker should use, or None when there is no access log.
 
     On when ``cfg.accesslog`` is set, when the access log goes to syslog, or when the
     project's LOGGING or a logconfig* setting routes ``django_prefork.access`` itself (so
     that alone can turn it on).
     """
+    if _state.logger_object is not None:  # it gets every request, and decides (as gunicorn)
+        return ClassAccessLogger(_state.logger_object)
     to_syslog = (getattr(cfg, "syslog", False)
                  and not getattr(cfg, "disable_redirect_access_to_syslog", False))
     if not (getattr(cfg, "accesslog", None) or to_syslog or _project_routes(ACCESS_LOGGER)):
@@ -406,6 +419,11 @@ def reopen_log_files() -> None:
     """USR1: reopen every log file we opened (the logconfig* settings' file handlers too),
     by path, so logrotate's rename takes effect; capture_output captures into the new file."""
     _state.capture.reopen()
+    if _state.logger_object is not None:
+        try:
+            _state.logger_object.reopen_files()
+        except Exception:
+            logging.getLogger(ERROR_LOGGER).exception("The logger_class's reopen_files() failed")
     for _, handler in list(_state.handlers):
         if not isinstance(handler, logging.FileHandler):
             continue

@@ -461,3 +461,168 @@ def test_hup_with_a_logconfig_that_cannot_be_applied_keeps_the_old_logs(tmp_path
 
         wait_until(served_into_second, timeout=30, interval=0.3,
                    message="the new generation logging to the second file")
+
+
+# --- logger_class ---------------------------------------------------------------------------
+
+LOGGER_CLASS_MODULE = '''\
+import logging
+import os
+
+
+class FileLogger:
+    """Writes what the server logs to $LOGCLASS_OUT, one line each, tagged by method."""
+
+    def __init__(self, cfg):
+        self.path = os.environ["LOGCLASS_OUT"]
+        self.loglevel = cfg.loglevel
+        self.stream = open(self.path, "a", buffering=1)
+
+    def _write(self, kind, msg):
+        self.stream.write(f"{kind} {os.getpid()} {msg}\\n")
+
+    def critical(self, msg, *args, **kwargs):
+        self._write("CRITICAL", msg)
+
+    def error(self, msg, *args, **kwargs):
+        self._write("ERROR", msg)
+
+    def warning(self, msg, *args, **kwargs):
+        self._write("WARNING", msg)
+
+    def info(self, msg, *args, **kwargs):
+        self._write("INFO", msg)
+        # Logging through the server's logger from inside must not loop.
+        logging.getLogger("django_prefork.error").debug("from inside info()")
+
+    def debug(self, msg, *args, **kwargs):
+        self._write("DEBUG", msg)
+
+    def exception(self, msg, *args, **kwargs):
+        self._write("EXCEPTION", msg + (" +traceback" if kwargs.get("exc_info") else ""))
+
+    def log(self, lvl, msg, *args, **kwargs):
+        self._write(f"LOG{lvl}", msg)
+
+    def access(self, resp, req, environ, request_time):
+        agent = dict(req.headers).get("USER-AGENT")
+        self._write("ACCESS", f"{req.method} {req.path} {req.query} {req.version} "
+                              f"{resp.status_code} {resp.sent} "
+                              f"{request_time.total_seconds() >= 0} {agent}")
+
+    def reopen_files(self):
+        self.stream.close()
+        self.stream = open(self.path, "a", buffering=1)
+        self._write("REOPENED", "-")
+
+    def close_on_exec(self):
+        pass
+
+
+class Incomplete:
+    def __init__(self, cfg):
+        pass
+
+    def info(self, msg):
+        pass
+'''
+
+
+@pytest.fixture
+def logger_class_module(tmp_path, monkeypatch):
+    directory = _settings_dir(tmp_path, "logclassmod", LOGGER_CLASS_MODULE)
+    out = tmp_path / "logclass.out"
+    monkeypatch.syspath_prepend(str(directory))
+    monkeypatch.setenv("LOGCLASS_OUT", str(out))
+    yield out
+    sys.modules.pop("logclassmod", None)
+
+
+def test_logger_class_gets_the_error_log_and_the_access_log(logger_class_module):
+    out = logger_class_module
+    access = plog.configure_logging(cfg_with(logger_class="logclassmod.FileLogger",
+                                             loglevel="debug"))
+    error = logging.getLogger(plog.ERROR_LOGGER)
+    error.info("hello %s", "there")
+    error.warning("careful")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        error.exception("it broke")
+    assert access is not None
+    access.log({"REQUEST_METHOD": "GET", "PATH_INFO": "/p", "QUERY_STRING": "a=1",
+                "SERVER_PROTOCOL": "HTTP/1.0", "HTTP_USER_AGENT": "curl/8"},
+               "404 Not Found", [], 12, 0.5)
+    lines = [line.split(" ", 2) for line in out.read_text().splitlines()]
+    assert [(kind, text) for kind, _, text in lines] == [
+        # (the record info() logs itself is not handed back to it: no loop)
+        ("INFO", "hello there"), ("WARNING", "careful"),
+        ("EXCEPTION", "it broke +traceback"),
+        ("ACCESS", "GET /p a=1 (1, 0) 404 12 True curl/8"),
+    ]
+    plog.reopen_log_files()
+    assert out.read_text().splitlines()[-1].startswith("REOPENED")
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("logclassmod.Missing", r"--logger-class \(LOGGER_CLASS\) 'logclassmod.Missing' cannot "
+                            r"be imported: AttributeError"),
+    ("nosuchmodule.Logger", r"cannot be imported: ModuleNotFoundError"),
+    ("Logger", r"is not a dotted path"),
+    ("logclassmod.Incomplete", r"'logclassmod.Incomplete' has no critical, error, warning, "
+                               r"debug, exception, log, access, reopen_files, close_on_exec"),
+])
+def test_a_bad_logger_class_is_one_line(logger_class_module, tmp_path, path, expected):
+    errorlog = tmp_path / "error.log"
+    plog.configure_logging(cfg_with(errorlog=str(errorlog)))
+    with pytest.raises(plog.LoggingSetupError, match=expected) as caught:
+        plog.configure_logging(cfg_with(logger_class=path))
+    assert "\n" not in str(caught.value)
+    logging.getLogger(plog.ERROR_LOGGER).info("kept")
+    assert "kept" in errorlog.read_text()
+
+
+def test_gunicorns_default_logger_class_means_the_built_in_one(tmp_path):
+    errorlog = tmp_path / "error.log"
+    plog.configure_logging(cfg_with(errorlog=str(errorlog),
+                                    logger_class="gunicorn.glogging.Logger"))
+    logging.getLogger(plog.ERROR_LOGGER).info("built-in")
+    assert "[INFO] built-in" in errorlog.read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("worker_class", ["sync", "gevent"])
+def test_logger_class_through_runprefork(tmp_path, worker_class):
+    import re
+    import signal
+
+    from server import Server, wait_until
+
+    directory = _settings_dir(tmp_path, "logclassmod", LOGGER_CLASS_MODULE)
+    out = tmp_path / "logclass.out"
+    server = Server("--logger-class", "logclassmod.FileLogger", "-k", worker_class,
+                    env={"LOGCLASS_OUT": str(out)})
+    server.env["PYTHONPATH"] = os.pathsep.join([str(directory), server.env["PYTHONPATH"]])
+
+    def text() -> str:
+        return out.read_text() if out.exists() else ""
+
+    with server:
+        server.start(wait_workers=None)
+        port = wait_until(lambda: re.search(r"^INFO (\d+) Listening at: http://127\.0\.0\.1:"
+                                            r"(\d+)", text(), re.M), timeout=30,
+                          message="the master's line through the class")
+        server.port = int(port.group(2))
+        booted = wait_until(lambda: re.search(r"^INFO (\d+) Booted worker with pid: (\d+)",
+                                              text(), re.M), timeout=30,
+                            message="the worker's line through the class")
+        worker = booted.group(2)
+        assert booted.group(1) == worker != port.group(1)
+        assert server.get("/hello?q=1", headers={"User-Agent": "probe/1"})[0] == 200
+        wait_until(lambda: f"ACCESS {worker} GET /hello q=1 (1, 1) 200 " in text(),
+                   message="the access line through the class")
+        assert "probe/1" in text()
+        server.signal(signal.SIGUSR1)
+        wait_until(lambda: f"REOPENED {worker} " in text() and
+                   f"REOPENED {port.group(1)} " in text(),
+                   message="reopen_files() in the master and the worker")

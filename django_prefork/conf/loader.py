@@ -249,6 +249,7 @@ class Config:
     disable_redirect_access_to_syslog: bool
     capture_output: bool
     enable_stdio_inheritance: bool
+    logger_class: str | None
 
     def __init__(self, values: Mapping[str, Any] | None = None,
                  sources: Mapping[str, str] | None = None) -> None:

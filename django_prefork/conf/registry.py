@@ -327,6 +327,14 @@ LOGGING_SETTINGS: tuple[Setting, ...] = (
         "Make stdout and stderr unbuffered in every process, so print() output appears at "
         "once (see docs/logging.md).", action="store_true",
     ),
+    Setting(
+        "logger_class", ("--logger-class",), None,
+        StrRule(optional=True, hint="a dotted path such as myproject.logs.ServerLogger"),
+        "Logging",
+        "A class (dotted path) with gunicorn's Logger methods that takes over the error and "
+        "access logs (docs/logging.md); gunicorn.glogging.Logger means the built-in one.",
+        metavar="STRING",
+    ),
 )
 SETTINGS = SETTINGS + LOGGING_SETTINGS
 
