@@ -7,6 +7,8 @@ Rule for the project's ``LOGGING`` (see docs/logging.md): if ``LOGGING`` gives h
 the project owns that logger's output and we add nothing; otherwise we attach our own handler
 from ``errorlog``/``accesslog``. A level the project set is kept. Our loggers are always
 re-enabled, because ``disable_existing_loggers`` would otherwise silence them by accident.
+gunicorn's logconfig*, syslog*, capture_output, -R and logger_class settings are built by
+logconfig.py, logsyslog.py, logcapture.py and logclass.py and applied here, all or nothing.
 """
 
 from __future__ import annotations
