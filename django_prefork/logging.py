@@ -194,13 +194,15 @@ def _logger(name: str) -> logging.Logger:
 
 
 def _apply_logconfig(built: BuiltLogConfig) -> None:
-    """The logconfig* settings win for the loggers they name: those loggers get exactly the
-    handlers named there (the ones they had are kept aside for an undo), and the level,
-    propagate and filters given. No logger is disabled."""
+    """The logconfig* settings win for the loggers they name: a logger given handlers there
+    gets exactly those (the ones it had are kept aside for an undo), and the level,
+    propagate and filters given apply. No logger is disabled."""
     for name, plan in built.loggers.items():
         logger = _logger(name)
         _state.before_logconfig[name] = (logger.level, logger.propagate, logger.filters[:])
-        for handler in logger.handlers[:]:
+        # A logger named without handlers (the ini format requires a [logger_root] section,
+        # often with "handlers=") keeps the ones it has.
+        for handler in logger.handlers[:] if plan.handlers else ():
             logger.removeHandler(handler)
             _state.displaced.append((logger, handler))
         for handler in plan.handlers:

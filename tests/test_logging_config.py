@@ -626,3 +626,17 @@ def test_logger_class_through_runprefork(tmp_path, worker_class):
         wait_until(lambda: f"REOPENED {worker} " in text() and
                    f"REOPENED {port.group(1)} " in text(),
                    message="reopen_files() in the master and the worker")
+
+
+def test_a_logger_named_without_handlers_keeps_the_projects(tmp_path):
+    project_out = tmp_path / "project.log"
+    logging.config.dictConfig({
+        "version": 1, "disable_existing_loggers": False,
+        "handlers": {"p": {"class": "logging.FileHandler", "filename": str(project_out)}},
+        "loggers": {APP_LOGGER: {"handlers": ["p"], "level": "INFO"}},
+    })
+    plog.configure_logging(cfg_with(errorlog=os.devnull, logconfig_dict={
+        "loggers": {APP_LOGGER: {"level": "WARNING"}}}))
+    logging.getLogger(APP_LOGGER).info("dropped by the new level")
+    logging.getLogger(APP_LOGGER).warning("kept")
+    assert project_out.read_text() == "kept\n"
