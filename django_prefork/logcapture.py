@@ -76,9 +76,10 @@ def _flush_std_streams() -> None:
 
 
 class StdioInheritance:
-    """``-R``: the process's sys.stdout/sys.stderr write through at once, as under
-    ``PYTHONUNBUFFERED``, so an application's print() reaches the inherited stdout while
-    the server runs instead of in 8 KB blocks (or at exit) when stdout is a pipe."""
+    """``-R``: the process's sys.stdout/sys.stderr are flushed at each line's end, so an
+    application's print() reaches the inherited stdout while the server runs instead of in
+    8 KB blocks (or at exit) when stdout is a pipe. (Replacing the stream objects would go
+    further, but code such as a management command already holds them.)"""
 
     def __init__(self) -> None:
         self._before: dict[int, tuple[bool, bool]] = {}

@@ -324,8 +324,8 @@ LOGGING_SETTINGS: tuple[Setting, ...] = (
     Setting(
         "enable_stdio_inheritance", ("-R", "--enable-stdio-inheritance"), False, BoolRule(),
         "Logging",
-        "Make stdout and stderr unbuffered in every process, so print() output appears at "
-        "once (see docs/logging.md).", action="store_true",
+        "Flush stdout and stderr at every line in every process, so print() output appears "
+        "at once (see docs/logging.md).", action="store_true",
     ),
     Setting(
         "logger_class", ("--logger-class",), None,
