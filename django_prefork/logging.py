@@ -280,7 +280,8 @@ def configure_logging(cfg: Any) -> AccessLogger | ClassAccessLogger | None:
 
     ``cfg`` needs ``errorlog`` ('-' = stderr, or a path), ``accesslog`` (None = off, '-' =
     stdout, or a path), ``loglevel`` and ``access_log_format``; the logconfig*, syslog*,
-    ``capture_output`` and ``enable_stdio_inheritance`` settings are read when present.
+    ``capture_output``, ``enable_stdio_inheritance`` and ``logger_class`` settings are read
+    when present.
     Calling it again (HUP) replaces what the previous call set up, but only once every new
     file is open and every syslog socket connected: if one cannot be, it raises
     LoggingSetupError and the previous setup stays in place, so a reload with a bad path
