@@ -7,6 +7,8 @@ Rule for the project's ``LOGGING`` (see docs/logging.md): if ``LOGGING`` gives h
 the project owns that logger's output and we add nothing; otherwise we attach our own handler
 from ``errorlog``/``accesslog``. A level the project set is kept. Our loggers are always
 re-enabled, because ``disable_existing_loggers`` would otherwise silence them by accident.
+gunicorn's logconfig*, syslog*, capture_output, -R and logger_class settings are built by
+logconfig.py, logsyslog.py, logcapture.py and logclass.py and applied here, all or nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import base64
 import contextlib
 import json
 import logging
+import logging.handlers
 import os
 import re
 import sys
@@ -23,6 +26,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote
+
+from .logcapture import StdioCapture, StdioInheritance
+from .logclass import BridgeHandler, ClassAccessLogger, LoggerClassError, make_logger, uses_built_in
+from .logconfig import ROOT, BuiltLogConfig, LogConfigError, build_all
+from .logsyslog import make_syslog_handler
 
 ERROR_LOGGER = "django_prefork.error"
 ACCESS_LOGGER = "django_prefork.access"
@@ -49,6 +57,16 @@ class _State:
         self.handlers: list[tuple[logging.Logger, logging.Handler]] = []
         self.levels: dict[str, int] = {}
         self.propagate_off: set[str] = set()
+        #: handlers a logconfig* setting took off a logger it names (given back on undo)
+        self.displaced: list[tuple[logging.Logger, logging.Handler]] = []
+        #: level, propagate and filters of each logger a logconfig* setting changed
+        self.before_logconfig: dict[str, tuple[int, bool, list[Any]]] = {}
+        #: the loggers the current logconfig* settings give handlers to
+        self.routed: set[str] = set()
+        self.capture = StdioCapture()
+        #: the logger_class object, when one owns the error and access logs
+        self.logger_object: Any = None
+        self.inheritance = StdioInheritance()
 
 
 _state = _State()
@@ -123,6 +141,10 @@ class _FileHandler(_ReportsWriteFailures, logging.FileHandler):
     pass
 
 
+class _SysLogHandler(_ReportsWriteFailures, logging.handlers.SysLogHandler):
+    log_name = "syslog"
+
+
 def _make_handler(target: str, stream: Any, log_name: str = "log") -> logging.Handler:
     """'-' is the given standard stream; anything else a file opened for appending."""
     handler: _StreamHandler | _FileHandler
@@ -152,8 +174,53 @@ def _undo_previous() -> None:
         _close_quietly(handler)
     for name in _state.propagate_off:
         logging.getLogger(name).propagate = True
+    for logger, handler in _state.displaced:
+        logger.addHandler(handler)
+    for name, (level, propagate, filters) in _state.before_logconfig.items():
+        logger = _logger(name)
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logger.filters[:] = filters
     _state.handlers.clear()
     _state.propagate_off.clear()
+    _state.logger_object = None
+    _state.displaced.clear()
+    _state.before_logconfig.clear()
+    _state.routed.clear()
+
+
+def _logger(name: str) -> logging.Logger:
+    return logging.root if name == ROOT else logging.getLogger(name)
+
+
+def _apply_logconfig(built: BuiltLogConfig) -> None:
+    """The logconfig* settings win for the loggers they name: a logger given handlers there
+    gets exactly those (the ones it had are kept aside for an undo), and the level,
+    propagate and filters given apply. No logger is disabled."""
+    for name, plan in built.loggers.items():
+        logger = _logger(name)
+        _state.before_logconfig[name] = (logger.level, logger.propagate, logger.filters[:])
+        # A logger named without handlers (the ini format requires a [logger_root] section,
+        # often with "handlers=") keeps the ones it has.
+        for handler in logger.handlers[:] if plan.handlers else ():
+            logger.removeHandler(handler)
+            _state.displaced.append((logger, handler))
+        for handler in plan.handlers:
+            logger.addHandler(handler)
+            _state.handlers.append((logger, handler))
+        if plan.level is not None:
+            logger.setLevel(plan.level)
+        if plan.propagate is not None:
+            logger.propagate = plan.propagate
+        if plan.filters:
+            logger.filters[:] = plan.filters
+        logger.disabled = False
+        if plan.handlers:
+            _state.routed.add(name)
+    # A handler named by no logger is still ours to close on the next setup.
+    attached = {id(handler) for _, handler in _state.handlers}
+    _state.handlers.extend((logging.root, handler) for handler in built.handlers
+                           if id(handler) not in attached)
 
 
 def _enable_our_loggers() -> None:
@@ -165,12 +232,20 @@ def _enable_our_loggers() -> None:
             obj.disabled = False
 
 
-def _project_routes(name: str) -> bool:
-    """Whether the project's LOGGING gave this logger (or django_prefork) handlers."""
+def _project_routes(name: str, built: BuiltLogConfig | None = None) -> bool:
+    """Whether the project's LOGGING, or a logconfig* setting, gave this logger (or
+    django_prefork) handlers. ``built``: judge by these logconfig* settings (about to be
+    applied) instead of the ones in place."""
+    names = (name, PARENT_LOGGER)
+    routed = {n for n in names if built.routes(n)} if built is not None else _state.routed
+    if any(logger_name in routed for logger_name in names):
+        return True
     ours = {id(handler) for _, handler in _state.handlers}
+    if any(logger.name in names for logger, _ in _state.displaced):
+        return True  # the project's handlers, set aside while a logconfig* routes it
     return any(
         id(handler) not in ours
-        for logger_name in (name, PARENT_LOGGER)
+        for logger_name in names
         for handler in logging.getLogger(logger_name).handlers
     )
 
@@ -182,11 +257,13 @@ def _set_level(logger: logging.Logger, level: int) -> None:
         _state.levels[logger.name] = level
 
 
-def _attach(logger: logging.Logger, handler: logging.Handler, fmt: logging.Formatter) -> None:
-    handler.setFormatter(fmt)
+def _attach(logger: logging.Logger, handler: logging.Handler,
+            fmt: logging.Formatter | None = None, *, keep_propagate: bool = False) -> None:
+    if fmt is not None:
+        handler.setFormatter(fmt)
     logger.addHandler(handler)
     _state.handlers.append((logger, handler))
-    if logger.propagate:
+    if logger.propagate and not keep_propagate:
         logger.propagate = False  # root handlers would print every line a second time
         _state.propagate_off.add(logger.name)
 
@@ -198,30 +275,51 @@ class LoggingSetupError(Exception):
     """
 
 
-def configure_logging(cfg: Any) -> AccessLogger | None:
+def configure_logging(cfg: Any) -> AccessLogger | ClassAccessLogger | None:
     """Wire our two loggers after Django's LOGGING; return the AccessLogger, None if off.
 
     ``cfg`` needs ``errorlog`` ('-' = stderr, or a path), ``accesslog`` (None = off, '-' =
-    stdout, or a path), ``loglevel`` and ``access_log_format``. Calling it again (HUP)
-    replaces what the previous call set up, but only once every new file is open: if one
-    cannot be opened it raises LoggingSetupError and the previous handlers stay in place, so
-    a reload with a bad path keeps logging where it did (as gunicorn keeps its old logger).
+    stdout, or a path), ``loglevel`` and ``access_log_format``; the logconfig*, syslog*,
+    ``capture_output``, ``enable_stdio_inheritance`` and ``logger_class`` settings are read
+    when present.
+    Calling it again (HUP) replaces what the previous call set up, but only once every new
+    file is open and every syslog socket connected: if one cannot be, it raises
+    LoggingSetupError and the previous setup stays in place, so a reload with a bad path
+    keeps logging where it did (as gunicorn keeps its old logger).
     """
-    error_target = None
-    if not _project_routes(ERROR_LOGGER):
-        error_target = getattr(cfg, "errorlog", "-") or "-"
-    access_target = getattr(cfg, "accesslog", None)
-    if access_target and _project_routes(ACCESS_LOGGER):
-        access_target = None
-    error_handler = _open_handler("errorlog", error_target, sys.stderr)
+    class_path = getattr(cfg, "logger_class", None)
     try:
-        access_handler = _open_handler("accesslog", access_target, sys.stdout)
-    except LoggingSetupError:
+        logger_object = None if uses_built_in(class_path) else make_logger(str(class_path), cfg)
+        built = build_all(cfg)
+    except (LogConfigError, LoggerClassError) as exc:
+        raise LoggingSetupError(str(exc)) from None
+    opened: list[logging.Handler] = []
+    try:
+        error_target = None
+        if logger_object is None and not _project_routes(ERROR_LOGGER, built):
+            error_target = getattr(cfg, "errorlog", "-") or "-"
+        access_target = getattr(cfg, "accesslog", None)
+        if logger_object is not None or (access_target and _project_routes(ACCESS_LOGGER,
+                                                                           built)):
+            access_target = None
+        error_handler = _open_handler("errorlog", error_target, sys.stderr)
         if error_handler is not None:
-            _close_quietly(error_handler)
+            opened.append(error_handler)
+        access_handler = _open_handler("accesslog", access_target, sys.stdout)
+        if access_handler is not None:
+            opened.append(access_handler)
+        syslog_handlers = _open_syslog(cfg)
+        opened.extend(handler for _, handler in syslog_handlers)
+        capture_path = StdioCapture.target(cfg)
+        capture_fd = _open_capture(capture_path)
+    except BaseException:
+        for handler in opened:
+            _close_quietly(handler)
+        built.close()
         raise
 
     _undo_previous()
+    _apply_logconfig(built)
     _enable_our_loggers()
     error = logging.getLogger(ERROR_LOGGER)
     level = _LEVELS.get(str(getattr(cfg, "loglevel", "info") or "info").lower(), logging.INFO)
@@ -234,7 +332,57 @@ def configure_logging(cfg: Any) -> AccessLogger | None:
         if isinstance(access_handler, _ReportsWriteFailures):
             access_handler.report_logger = error  # say it where operators look
         _attach(access, access_handler, logging.Formatter("%(message)s"))
+    if logger_object is not None:
+        _attach(error, BridgeHandler(logger_object),
+                keep_propagate=_project_routes(ERROR_LOGGER))
+        _state.logger_object = logger_object
+    for name, handler in syslog_handlers:
+        # In addition to the log files, as gunicorn; a logger the project or a logconfig*
+        # routes keeps its propagate.
+        _attach(logging.getLogger(name), handler, keep_propagate=_project_routes(name))
+    _state.capture.apply(capture_path, capture_fd)
+    _state.inheritance.apply(bool(getattr(cfg, "enable_stdio_inheritance", False)))
     return make_access_logger(cfg)
+
+
+def _open_syslog(cfg: Any) -> list[tuple[str, logging.Handler]]:
+    """The syslog handlers for our loggers (sockets already open), as gunicorn: the error
+    log, and the access log unless disable_redirect_access_to_syslog."""
+    if not getattr(cfg, "syslog", False):
+        return []
+    address = str(getattr(cfg, "syslog_addr", "") or "")
+    wanted = [(ERROR_LOGGER, "error")]
+    if not getattr(cfg, "disable_redirect_access_to_syslog", False):
+        wanted.append((ACCESS_LOGGER, "access"))
+    prefix = getattr(cfg, "syslog_prefix", None) or getattr(cfg, "proc_name", None)
+    facility = str(getattr(cfg, "syslog_facility", "user") or "user")
+    handlers: list[tuple[str, logging.Handler]] = []
+    try:
+        for logger_name, log_name in wanted:
+            syslog = make_syslog_handler(address, facility, prefix, log_name, _SysLogHandler)
+            syslog.log_name = f"{log_name} log's syslog {address}"
+            handlers.append((logger_name, syslog))
+    except (OSError, ValueError) as exc:
+        for _, handler in handlers:
+            _close_quietly(handler)
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise LoggingSetupError(
+            f"--log-syslog-to (SYSLOG_ADDR) {address!r} cannot be opened: {why}. Fix: start "
+            "the syslog daemon, or point --log-syslog-to at the socket it listens on."
+        ) from None
+    return handlers
+
+
+def _open_capture(path: str | None) -> int | None:
+    if path is None:
+        return None
+    try:
+        return StdioCapture.open(path)
+    except OSError as exc:
+        raise LoggingSetupError(
+            f"--capture-output (CAPTURE_OUTPUT) cannot open the error log {path!r}: "
+            f"{exc.strerror or exc}. Fix: make --error-logfile a writable file."
+        ) from None
 
 
 _SETTING_NAMES = {"errorlog": "--error-logfile (ERRORLOG)",
@@ -255,20 +403,32 @@ def _open_handler(setting: str, target: str | None, stream: Any) -> logging.Hand
         ) from None
 
 
-def make_access_logger(cfg: Any) -> AccessLogger | None:
+def make_access_logger(cfg: Any) -> AccessLogger | ClassAccessLogger | None:
     """The AccessLogger a worker should use, or None when there is no access log.
 
-    On when ``cfg.accesslog`` is set, or when the project's LOGGING routes
-    ``django_prefork.access`` itself (so LOGGING alone can turn it on).
+    On when ``cfg.accesslog`` is set, when the access log goes to syslog, or when the
+    project's LOGGING or a logconfig* setting routes ``django_prefork.access`` itself (so
+    that alone can turn it on).
     """
-    if not getattr(cfg, "accesslog", None) and not _project_routes(ACCESS_LOGGER):
+    if _state.logger_object is not None:  # it gets every request, and decides (as gunicorn)
+        return ClassAccessLogger(_state.logger_object)
+    to_syslog = (getattr(cfg, "syslog", False)
+                 and not getattr(cfg, "disable_redirect_access_to_syslog", False))
+    if not (getattr(cfg, "accesslog", None) or to_syslog or _project_routes(ACCESS_LOGGER)):
         return None
     fmt = getattr(cfg, "access_log_format", None) or DEFAULT_ACCESS_LOG_FORMAT
     return AccessLogger(fmt, logging.getLogger(ACCESS_LOGGER))
 
 
 def reopen_log_files() -> None:
-    """USR1: reopen every log file we opened, by path, so logrotate's rename takes effect."""
+    """USR1: reopen every log file we opened (the logconfig* settings' file handlers too),
+    by path, so logrotate's rename takes effect; capture_output captures into the new file."""
+    _state.capture.reopen()
+    if _state.logger_object is not None:
+        try:
+            _state.logger_object.reopen_files()
+        except Exception:
+            logging.getLogger(ERROR_LOGGER).exception("The logger_class's reopen_files() failed")
     for _, handler in list(_state.handlers):
         if not isinstance(handler, logging.FileHandler):
             continue

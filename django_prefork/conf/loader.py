@@ -328,6 +328,17 @@ class Config:
     do_handshake_on_connect: bool
     suppress_ragged_eofs: bool
     ssl_context: str | None
+    logconfig: str | None
+    logconfig_json: str | None
+    logconfig_dict: dict[str, Any]
+    syslog: bool
+    syslog_addr: str
+    syslog_prefix: str | None
+    syslog_facility: str
+    disable_redirect_access_to_syslog: bool
+    capture_output: bool
+    enable_stdio_inheritance: bool
+    logger_class: str | None
 
     def __init__(self, values: Mapping[str, Any] | None = None,
                  sources: Mapping[str, str] | None = None,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..logsyslog import FACILITIES, default_syslog_address
 from .validators import (
     BindRule,
     BoolRule,
@@ -24,12 +25,14 @@ from .validators import (
     HeadersRule,
     IntRule,
     Invalid,
+    LogConfigDictRule,
     PathListRule,
     ProxyProtocolRule,
     RawEnvRule,
     SslVersionRule,
     StatsdHostRule,
     StrRule,
+    SyslogAddressRule,
     TcpAddressRule,
     UmaskRule,
     WorkerClassRule,
@@ -445,6 +448,75 @@ TLS_SETTINGS: tuple[Setting, ...] = (
     ),
 )
 SETTINGS = SETTINGS + PROXY_SETTINGS + TLS_SETTINGS
+
+# -- Logging, gunicorn's remaining settings (docs/logging.md)
+LOGGING_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "logconfig", ("--log-config",), None,
+        StrRule(optional=True, hint="the path of a logging ini file"), "Logging",
+        "A Python logging ini file (fileConfig format), applied after Django's LOGGING; it "
+        "wins for the loggers it names and disables none.", metavar="FILE",
+    ),
+    Setting(
+        "logconfig_json", ("--log-config-json",), None,
+        StrRule(optional=True, hint="the path of a JSON dictConfig file"), "Logging",
+        "A JSON file holding a logging dictConfig, applied after --log-config (it wins for "
+        "the loggers both name).", metavar="FILE",
+    ),
+    Setting(
+        "logconfig_dict", ("--log-config-dict",), {}, LogConfigDictRule(), "Logging",
+        "A logging dictConfig dict (JSON text on the command line), applied last: it wins "
+        "over --log-config and --log-config-json, as in gunicorn.", metavar="JSON",
+    ),
+    Setting(
+        "syslog", ("--log-syslog",), False, BoolRule(), "Logging",
+        "Also send the error log (and the access log, see --disable-redirect-access-to-"
+        "syslog) to syslog at --log-syslog-to.", action="store_true",
+    ),
+    Setting(
+        "syslog_addr", ("--log-syslog-to",), default_syslog_address(), SyslogAddressRule(),
+        "Logging",
+        "Where syslog listens: unix://PATH[#dgram|#stream], udp://HOST:PORT or "
+        "tcp://HOST:PORT (default: the platform's, as gunicorn).", metavar="SYSLOG_ADDR",
+    ),
+    Setting(
+        "syslog_prefix", ("--log-syslog-prefix",), None,
+        StrRule(optional=True, hint="a short name such as mysite"), "Logging",
+        "Program name in syslog lines: django-prefork.PREFIX.error (default: proc_name).",
+        metavar="SYSLOG_PREFIX",
+    ),
+    Setting(
+        "syslog_facility", ("--log-syslog-facility",), "user",
+        ChoiceRule(tuple(FACILITIES)), "Logging",
+        "Syslog facility name (user, daemon, local0 ... local7, ...).",
+        metavar="SYSLOG_FACILITY", choices=tuple(FACILITIES),
+    ),
+    Setting(
+        "disable_redirect_access_to_syslog", ("--disable-redirect-access-to-syslog",), False,
+        BoolRule(), "Logging",
+        "With --log-syslog, keep the access log out of syslog.", action="store_true",
+    ),
+    Setting(
+        "capture_output", ("--capture-output",), False, BoolRule(), "Logging",
+        "Redirect stdout and stderr of the master and the workers to the --error-logfile "
+        "file (nothing changes while it is '-').", action="store_true",
+    ),
+    Setting(
+        "enable_stdio_inheritance", ("-R", "--enable-stdio-inheritance"), False, BoolRule(),
+        "Logging",
+        "Flush stdout and stderr at every line in every process, so print() output appears "
+        "at once (see docs/logging.md).", action="store_true",
+    ),
+    Setting(
+        "logger_class", ("--logger-class",), None,
+        StrRule(optional=True, hint="a dotted path such as myproject.logs.ServerLogger"),
+        "Logging",
+        "A class (dotted path) with gunicorn's Logger methods that takes over the error and "
+        "access logs (docs/logging.md); gunicorn.glogging.Logger means the built-in one.",
+        metavar="STRING",
+    ),
+)
+SETTINGS = SETTINGS + LOGGING_SETTINGS
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from ..logsyslog import parse_syslog_address
 from .binds import parse_bind
 
 _INT_RE = re.compile(r"^[+-]?[0-9]{1,20}$")  # bounded: int() of huge text is slow
@@ -525,3 +527,65 @@ class DottedPathRule(StrRule):
         if len(parts) < 2 or not all(part.isidentifier() for part in parts):
             raise Invalid("must be a dotted path to a function (module.name)", to=self.hint)
         return text
+# --- logging: logconfig_dict, syslog_addr (issue 12 item 7) --------------------------------
+
+class LogConfigDictRule:
+    """A ``logging.config.dictConfig`` dictionary, as gunicorn's ``logconfig_dict``.
+
+    From the command line or the environment it is JSON text. It must hold JSON values only
+    (classes as dotted-path strings, e.g. ``"()": "myproject.logs.Filter"``), because the
+    config travels to fresh worker interpreters as JSON.
+    """
+
+    TO = ('a dictConfig dict such as {"loggers": {"django_prefork.error": {"level": '
+          '"DEBUG"}}} (or {} for none)')
+    SECTIONS = ("formatters", "filters", "handlers", "loggers", "root")
+
+    def describe(self) -> str:
+        return "dictConfig dict (JSON text on the command line)"
+
+    def __call__(self, value: Any, strings: bool) -> dict[str, Any]:
+        if strings and isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise Invalid(f"is not valid JSON ({exc})", to=self.TO) from None
+        if not isinstance(value, Mapping):
+            raise Invalid(f"must be a dict, not {_type_name(value)}", to=self.TO)
+        try:
+            plain = json.loads(json.dumps(value))
+        except (TypeError, ValueError) as exc:
+            raise Invalid(f"must hold only JSON values ({exc}); name classes and callables "
+                          "by dotted-path strings", to=self.TO) from None
+        if not isinstance(plain, dict):  # a Mapping json turned into something else
+            raise Invalid("must be a dict with string keys", to=self.TO)
+        if plain.get("version", 1) != 1:
+            raise Invalid(f"has version {plain['version']!r}; dictConfig knows only 1",
+                          to=self.TO)
+        if plain.get("incremental"):
+            raise Invalid("sets incremental, which is not supported", to=self.TO)
+        for section in self.SECTIONS:
+            if section in plain and not isinstance(plain[section], dict):
+                raise Invalid(f"has {section!r} that is not a dict", to=self.TO)
+        return plain
+
+
+class SyslogAddressRule:
+    """gunicorn's ``--log-syslog-to`` forms: ``unix://PATH[#dgram|#stream]``,
+    ``udp://HOST:PORT``, ``tcp://HOST:PORT``."""
+
+    TO = "an address like udp://localhost:514, tcp://10.0.0.5:514 or unix:///dev/log#dgram"
+
+    def describe(self) -> str:
+        return "unix://PATH[#dgram|#stream], udp://HOST:PORT or tcp://HOST:PORT"
+
+    def __call__(self, value: Any, strings: bool) -> str:
+        if not isinstance(value, str):
+            raise Invalid(f"must be a string, not {_type_name(value)}", to=self.TO)
+        try:
+            parse_syslog_address(value)
+        except ValueError as exc:
+            raise Invalid(str(exc), to=self.TO) from None
+        return value.strip()
