@@ -446,7 +446,7 @@ def test_hup_with_a_logconfig_that_cannot_be_applied_keeps_the_old_logs(tmp_path
         (directory / "huplogdict.py").write_text(settings("/nonexistent/d/access.log"))
         mark = len(server.lines)
         server.signal(signal.SIGHUP)
-        server.wait_for_line(r"Reload aborted, keeping the running configuration and logs: "
+        server.wait_for_line(r"Reload aborted, the previous workers keep serving: "
                              r"--log-config-dict \(LOGCONFIG_DICT\) cannot be applied: handler "
                              r"'file': .*No such file", start=mark, timeout=30)
         assert server.get("/hello?after-bad-hup")[0] == 200
