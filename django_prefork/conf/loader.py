@@ -239,6 +239,9 @@ class Config:
     statsd_host: str | None
     statsd_prefix: str
     dogstatsd_tags: str
+    control_socket: str | None
+    control_socket_mode: int
+    control_socket_disable: bool
 
     def __init__(self, values: Mapping[str, Any] | None = None,
                  sources: Mapping[str, str] | None = None) -> None:

@@ -11,6 +11,7 @@ its own.
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from bisect import bisect_left
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 from .board import (
     ACCEPTED,
     BUCKETS,
+    CURRENT_LINE_BYTES,
+    CURRENT_START,
     DURATION_SUM,
     LABEL0,
     LABEL_INTS,
@@ -32,6 +35,10 @@ from .board import (
 from .statsd import StatsdClient, count_log_records
 
 log = logging.getLogger("django_prefork.error")
+
+#: The slot's "serving now" words: the start (a float), then the request line, NUL-padded
+#: (or cut) to CURRENT_LINE_BYTES by struct itself: one C call per request start.
+_SERVING = struct.Struct(f"d{CURRENT_LINE_BYTES}s")
 
 #: Most (method, status line) pairs a worker remembers the board block of; past that the
 #: block is looked up again each time (a status line is the app's free text).
@@ -57,6 +64,9 @@ class RequestRecorder:
         self.statsd = statsd
         #: (method, status line) -> index of the block's first bucket count
         self._blocks: dict[tuple[str, str], int] = {}
+        self._serving = base + CURRENT_START
+        self._raw: Any = board._map if on_board else None  # type: ignore[union-attr]
+        self._serving_offset = self._serving * 8
 
     def connection_accepted(self) -> None:
         ints = self._ints
@@ -70,6 +80,21 @@ class RequestRecorder:
         if ints is not None:
             ints[self._started] += 1
         return self
+
+    def now_serving(self, request_line: str, started: float) -> None:
+        """Show `request_line` (begun at time.monotonic() `started`) as what this slot
+        serves now, for `preforkctl status`. Several greenlets share a gevent worker's
+        slot: it shows the one that found it free."""
+        floats = self._floats
+        if floats is not None and not floats[self._serving]:
+            _SERVING.pack_into(self._raw, self._serving_offset, started,
+                               request_line.encode("latin-1", "replace"))
+
+    def done_serving(self, started: float) -> None:
+        """The request begun at `started` is done: clear the slot if it shows that one."""
+        floats = self._floats
+        if floats is not None and floats[self._serving] == started:
+            floats[self._serving] = 0.0
 
     def request_finished(self, method: str, status: str, sent: int, seconds: float) -> None:
         """One request done: `status` is the status line ("200 OK"), `sent` the body bytes."""
@@ -161,6 +186,20 @@ class ThreadedRecorder:
         except AttributeError:
             lane = self._lane()
         return lane.request_started()
+
+    def now_serving(self, request_line: str, started: float) -> None:
+        try:
+            lane = self._local.lane
+        except AttributeError:
+            lane = self._lane()
+        lane.now_serving(request_line, started)
+
+    def done_serving(self, started: float) -> None:
+        try:
+            lane = self._local.lane
+        except AttributeError:
+            return
+        lane.done_serving(started)
 
 
 def make_recorder(cfg: Any, board_fd: int | None, pid: int,

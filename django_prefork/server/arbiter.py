@@ -26,6 +26,7 @@ from typing import Any
 from django_prefork.conf import Config, ConfigError, parse_bind
 from django_prefork.logging import LoggingSetupError
 from django_prefork.metrics.master import MasterObserver, exit_reason
+from django_prefork.server.control import ControlServer, ControlSocketError, open_control_server
 from django_prefork.server.notify import Notifier
 from django_prefork.server.pidfile import Pidfile
 from django_prefork.server.signals import StraySignals, in_terminal_foreground
@@ -120,6 +121,9 @@ class Arbiter:
         # Metrics, health, StatsD (django_prefork.metrics): the counters live past the load
         # board in its shared file; the endpoint is served by wait_for_wakeup's select.
         self.observer = MasterObserver(cfg, self.board.fd, metrics_listener, self)
+        # preforkctl's control socket (server/control.py), opened by run(), served by the
+        # observer's select.
+        self.control: ControlServer | None = None
         self._pipe_r, self._pipe_w = os.pipe()
         for fd in (self._pipe_r, self._pipe_w):
             os.set_blocking(fd, False)
@@ -130,6 +134,7 @@ class Arbiter:
         """Run until stopped; return the process exit status."""
         self.start()
         try:
+            self.open_control_socket()
             while True:
                 self.wait_for_wakeup(self._tick())
                 self.handle_signals()
@@ -159,6 +164,23 @@ class Arbiter:
         # subreaper use (each worker its own fresh interpreter): for tests and debugging.
         self.subreaper = not os.environ.get("DJANGO_PREFORK_NO_ZYGOTE") and become_subreaper()
         log.info("Starting django-prefork master (pid: %s)", self.pid)
+
+    def open_control_socket(self) -> None:
+        """The preforkctl socket; its commands queue signals as _queue_signal does."""
+        try:
+            self.control = open_control_server(self.cfg, self,
+                                               takeover=self.upgrade.is_new_master)
+        except ControlSocketError as exc:
+            raise HaltServer(str(exc)) from None
+        if self.control is not None:
+            self.observer.services.append(self.control)
+            log.info("Control socket at: %s", self.control.path)
+
+    def close_control_socket(self) -> None:
+        if self.control is not None:
+            self.observer.services.remove(self.control)
+            self.control.close()
+            self.control = None
 
     # -- the loop's steps ------------------------------------------------------------------
     def _queue_signal(self, signum: int, frame: Any) -> None:
@@ -486,6 +508,7 @@ class Arbiter:
         while self.workers and time.monotonic() < end:
             self.reap_workers_quietly()
             time.sleep(0.02)
+        self.close_control_socket()
         self.observer.close()
         if self.pidfile is not None:
             self.pidfile.unlink()

@@ -150,6 +150,7 @@ class Worker:
             health_check=make_health_check(self.cfg, self.board.fd),
         )
         ctx.request_tracker = self.tracker
+        self.tracker.publish_to(ctx.recorder)  # what it serves now, for preforkctl status
         return ctx
 
     def set_process_title(self) -> None:

@@ -61,12 +61,26 @@ class RequestTracker:
         self._owner = owner
         self.frame_of = frame_of
         self._running: dict[Any, tuple[Any, float]] = {}
+        self._board: Any = None
+
+    def publish_to(self, board: Any) -> None:
+        """Also show each request on the metrics board (`now_serving(line, started)`,
+        `done_serving(started)`: metrics/recorder.py), where `preforkctl status` reads
+        what every worker serves now. None: nowhere."""
+        self._board = board if hasattr(board, "now_serving") else None
 
     def begin(self, conn: Any) -> None:
-        self._running[self._owner()] = (conn, _monotonic())
+        started = _monotonic()
+        self._running[self._owner()] = (conn, started)
+        board = self._board
+        if board is not None:
+            board.now_serving(conn.request_line, started)
 
     def end(self) -> None:
-        self._running.pop(self._owner(), None)
+        entry = self._running.pop(self._owner(), None)
+        board = self._board
+        if board is not None and entry is not None:
+            board.done_serving(entry[1])
 
     def current(self) -> Running | None:
         """The request of whatever runs now (a signal handler: the interrupted one)."""
