@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import sys
 import threading
 from bisect import bisect_left
 from typing import Any
@@ -39,6 +40,13 @@ log = logging.getLogger("django_prefork.error")
 #: The slot's "serving now" words: the start (a float), then the request line, NUL-padded
 #: (or cut) to CURRENT_LINE_BYTES by struct itself: one C call per request start.
 _SERVING = struct.Struct(f"d{CURRENT_LINE_BYTES}s")
+#: pack_serving(spot[0], spot[1], started, request line bytes): show a request in a slot.
+pack_serving = _SERVING.pack_into
+#: Where a slot shows its current request, as the worker's RequestTracker writes it
+#: (workers/inflight.py): (the board's mmap, the byte offset for pack_serving, the board's
+#: float view, the index of the start word there: 0.0 = serving nothing). A tuple, not an
+#: object: the tracker unpacks it on every request, and the cost counts (bench/serving_now.py).
+ServingSpot = tuple[Any, int, Any, int]
 
 #: Most (method, status line) pairs a worker remembers the board block of; past that the
 #: block is looked up again each time (a status line is the app's free text).
@@ -48,6 +56,9 @@ _MAX_REMEMBERED = 512
 class RequestRecorder:
     """Counts into one slot of the metrics board (one thread: sync, gevent, or one thread of
     a gthread worker), and/or sends StatsD; never raises."""
+
+    #: One slot for every thread or greenlet of the worker.
+    per_thread = False
 
     def __init__(self, board: MetricsBoard | None, base: int | None,
                  statsd: StatsdClient | None) -> None:
@@ -81,20 +92,11 @@ class RequestRecorder:
             ints[self._started] += 1
         return self
 
-    def now_serving(self, request_line: str, started: float) -> None:
-        """Show `request_line` (begun at time.monotonic() `started`) as what this slot
-        serves now, for `preforkctl status`. Several greenlets share a gevent worker's
-        slot: it shows the one that found it free."""
-        floats = self._floats
-        if floats is not None and not floats[self._serving]:
-            _SERVING.pack_into(self._raw, self._serving_offset, started,
-                               request_line.encode("latin-1", "replace"))
-
-    def done_serving(self, started: float) -> None:
-        """The request begun at `started` is done: clear the slot if it shows that one."""
-        floats = self._floats
-        if floats is not None and floats[self._serving] == started:
-            floats[self._serving] = 0.0
+    def serving_spot(self) -> ServingSpot | None:
+        """Where this slot shows the request it serves now (see ServingSpot), or None."""
+        if self._floats is None:
+            return None
+        return (self._raw, self._serving_offset, self._floats, self._serving)
 
     def request_finished(self, method: str, status: str, sent: int, seconds: float) -> None:
         """One request done: `status` is the status line ("200 OK"), `sent` the body bytes."""
@@ -187,19 +189,16 @@ class ThreadedRecorder:
             lane = self._lane()
         return lane.request_started()
 
-    def now_serving(self, request_line: str, started: float) -> None:
+    #: Each thread has a spot of its own: ask serving_spot() from each thread.
+    per_thread = True
+
+    def serving_spot(self) -> ServingSpot | None:
+        """The calling thread's lane's spot."""
         try:
             lane = self._local.lane
         except AttributeError:
             lane = self._lane()
-        lane.now_serving(request_line, started)
-
-    def done_serving(self, started: float) -> None:
-        try:
-            lane = self._local.lane
-        except AttributeError:
-            return
-        lane.done_serving(started)
+        return lane.serving_spot()
 
 
 def make_recorder(cfg: Any, board_fd: int | None, pid: int,
@@ -219,6 +218,14 @@ def make_recorder(cfg: Any, board_fd: int | None, pid: int,
         if board is not None:
             board.close()
         return RequestRecorder(None, None, statsd) if statsd is not None else None
-    if multithread:
+    if multithread and not _greenlets_only():
         return ThreadedRecorder(board, pid, base, statsd)
     return RequestRecorder(board, base, statsd)
+
+
+def _greenlets_only() -> bool:
+    """A gevent worker (threading patched): its "threads" are greenlets, and a lane per
+    greenlet would claim a board slot per connection (the board is full after 256); one
+    slot without a lock is safe there, since no greenlet switch happens inside a store."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
