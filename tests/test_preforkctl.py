@@ -333,3 +333,54 @@ def test_a_bad_request_gets_an_answer_and_the_master_lives_on(tmp_path: Path) ->
             idle.connect(str(path))
             assert status_json("--control-socket", str(path))["master"]["pid"] == server.pid
         assert server.get("/hello")[0] == 200
+
+
+def test_reopen_logs_is_usr1(tmp_path: Path) -> None:
+    path = tmp_path / "app.ctl"
+    with running("--control-socket", str(path)) as server:
+        done = ctl("reopen-logs", "--control-socket", str(path))
+        assert done.returncode == 0, done.stderr
+        assert "USR1" in done.stdout
+        server.wait_for_line("Handling signal: usr1", timeout=20)
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_upgrade_starts_a_new_master_each_reachable(explicit: bool, tmp_path: Path,
+                                                    runtime_dir: Path) -> None:
+    from test_upgrade import DETACHED, booted_workers_of, read_pid, stopped_at_the_end
+
+    env = {"XDG_RUNTIME_DIR": str(runtime_dir)}
+    pidfile = tmp_path / "app.pid"
+    path = tmp_path / "app.ctl"
+    args = ["--pid", str(pidfile), *(["--control-socket", str(path)] if explicit else [])]
+    server = Server(*args, env=env)
+    with stopped_at_the_end(server) as new_masters:
+        server.start(**DETACHED)
+        old = server.pid
+        done = ctl("upgrade", "--pidfile", str(pidfile), env=env)
+        assert done.returncode == 0, done.stderr
+        assert "USR2" in done.stdout
+        new = wait_until(lambda: read_pid(Path(f"{pidfile}.2")), timeout=60,
+                         message=f"PIDFILE.2; output:\n{server.output}")
+        assert isinstance(new, int) and new != old
+        new_masters.append(new)
+        wait_until(lambda: booted_workers_of(server, new), timeout=60,
+                   message=f"the new master's worker; output:\n{server.output}")
+        assert read_pid(pidfile) == old
+        assert status_json("--pid", str(new), env=env)["master"]["pid"] == new
+        if explicit:
+            # The new master took the path over; the old one's --pid link now leads to
+            # the new master, which says so instead of answering for the old one.
+            assert status_json("--control-socket", str(path))["master"]["pid"] == new
+            refused = ctl("status", "--pid", str(old), env=env)
+            assert refused.returncode == 1
+            assert f"this is master {new}, not {old}" in refused.stderr
+            os.kill(old, signal.SIGTERM)
+        else:
+            assert status_json("--pid", str(old), env=env)["master"]["pid"] == old
+            assert ctl("stop", "--pid", str(old), env=env).returncode == 0
+        assert server.wait_exit(30) == 0
+        # The old master left the new one's socket in place.
+        wait_until(lambda: read_pid(pidfile) == new, timeout=30, message="PIDFILE taken over")
+        target = ["--control-socket", str(path)] if explicit else ["--pidfile", str(pidfile)]
+        assert status_json(*target, env=env)["master"]["pid"] == new

@@ -387,6 +387,11 @@ class ControlServer:
         if not isinstance(request, dict) or not isinstance(request.get("command"), str):
             return {"ok": False, "error": 'expected {"command": NAME}'}
         command = request["command"]
+        wanted = request.get("pid")
+        if wanted is not None and wanted != self.server.pid:
+            # (a --pid link whose explicit path a USR2 upgrade's new master took over)
+            return {"ok": False, "error": f"this is master {self.server.pid}, not {wanted}: "
+                                          "its socket was taken over (a USR2 upgrade?)"}
         try:
             if command == "status":
                 return {"ok": True, **status_report(self.server, self.started, self.path)}

@@ -60,6 +60,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         path = self.find_socket(options)
         request: dict[str, Any] = {"command": options["subcommand"]}
+        if self.expected_pid is not None:
+            request["pid"] = self.expected_pid  # the master refuses if it is another one
         if options["quick"]:
             if options["subcommand"] != "stop":
                 raise CommandError("--quick goes with stop only", returncode=EXIT_FAILED)
@@ -82,19 +84,26 @@ class Command(BaseCommand):
             self.stdout.write(f"{options['subcommand']}: sent {answer['signal']}{master}")
 
     # -- finding the master ----------------------------------------------------------------
+    expected_pid: int | None = None
+
     def find_socket(self, options: dict[str, Any]) -> str:
+        """The socket's path; sets expected_pid when the master was named by its pid."""
         if options["control_socket"]:
             return str(options["control_socket"])
-        if options["pidfile"]:
-            return socket_for_pid(read_pidfile(options["pidfile"]))
-        if options["pid"] is not None:
-            return socket_for_pid(options["pid"])
         prefork = getattr(settings, "PREFORK", None) or {}
-        if isinstance(prefork, dict) and prefork.get("CONTROL_SOCKET"):
+        if not isinstance(prefork, dict):
+            prefork = {}
+        if options["pidfile"]:
+            self.expected_pid = read_pidfile(options["pidfile"])
+        elif options["pid"] is not None:
+            self.expected_pid = options["pid"]
+        elif prefork.get("CONTROL_SOCKET"):
             return str(prefork["CONTROL_SOCKET"])
-        if isinstance(prefork, dict) and prefork.get("PIDFILE"):
-            return socket_for_pid(read_pidfile(str(prefork["PIDFILE"])))
-        return only_master_socket()
+        elif prefork.get("PIDFILE"):
+            self.expected_pid = read_pidfile(str(prefork["PIDFILE"]))
+        else:
+            return only_master_socket()
+        return socket_for_pid(self.expected_pid)
 
 
 def _fail(message: str) -> CommandError:
