@@ -384,3 +384,17 @@ def test_upgrade_starts_a_new_master_each_reachable(explicit: bool, tmp_path: Pa
         wait_until(lambda: read_pid(pidfile) == new, timeout=30, message="PIDFILE taken over")
         target = ["--control-socket", str(path)] if explicit else ["--pidfile", str(pidfile)]
         assert status_json(*target, env=env)["master"]["pid"] == new
+
+
+def test_an_unsafe_default_directory_is_not_used(runtime_dir: Path) -> None:
+    """Others may write to it: someone could plant a socket there. The server still
+    starts (the operator asked for nothing), without a control socket, and says so."""
+    unsafe = runtime_dir / "django-prefork"
+    unsafe.mkdir()
+    unsafe.chmod(0o777)
+    env = {"XDG_RUNTIME_DIR": str(runtime_dir)}
+    with running(env=env) as server:
+        assert "No control socket (preforkctl cannot reach this master)" in server.output
+        assert "not a directory of mode 0700 owned by this user" in server.output
+        assert not _socket_at(runtime_dir, server.pid).exists()
+        assert server.get("/hello")[0] == 200

@@ -65,7 +65,9 @@ def default_socket_path(pid: int, environ: Any = None, uid: int | None = None) -
     """The socket's path when `control_socket` is not set, for master `pid`."""
     environ = os.environ if environ is None else environ
     runtime = environ.get("XDG_RUNTIME_DIR", "")
-    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+    # (sudo may keep another user's XDG_RUNTIME_DIR, which this one cannot write)
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime) and os.access(
+            runtime, os.W_OK | os.X_OK):
         return os.path.join(runtime, RUNTIME_SUBDIR, f"{pid}{SUFFIX}")
     return os.path.join(private_dir(os.getuid() if uid is None else uid), f"{pid}{SUFFIX}")
 
@@ -454,10 +456,21 @@ def open_control_server(cfg: Any, server: ControlledServer, *,
     raises ControlSocketError (one line)."""
     if cfg.control_socket_disable:
         return None
-    explicit = bool(cfg.control_socket)
-    path = cfg.control_socket if explicit else default_socket_path(server.pid)
-    control = ControlSocket(path, cfg.control_socket_mode, explicit=explicit,
-                            pid=server.pid, takeover=takeover)
+    if cfg.control_socket:
+        control = ControlSocket(cfg.control_socket, cfg.control_socket_mode, explicit=True,
+                                pid=server.pid, takeover=takeover)
+        return ControlServer(control, server)
+    # The default place: a problem there must not stop a server whose operator asked for
+    # nothing (a warning, and no control socket), unlike a path the operator chose.
+    try:
+        control = ControlSocket(default_socket_path(server.pid), cfg.control_socket_mode,
+                                explicit=False, pid=server.pid)
+    except ControlSocketError as exc:
+        from logging import getLogger
+
+        getLogger("django_prefork.error").warning(
+            "No control socket (preforkctl cannot reach this master): %s", exc)
+        return None
     return ControlServer(control, server)
 
 
