@@ -58,13 +58,13 @@ class Command(BaseCommand):
                             help="how long to wait for the master's answer (default 10)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["quick"] and options["subcommand"] != "stop":
+            raise CommandError("--quick goes with stop only", returncode=EXIT_FAILED)
         path = self.find_socket(options)
         request: dict[str, Any] = {"command": options["subcommand"]}
         if self.expected_pid is not None:
             request["pid"] = self.expected_pid  # the master refuses if it is another one
         if options["quick"]:
-            if options["subcommand"] != "stop":
-                raise CommandError("--quick goes with stop only", returncode=EXIT_FAILED)
             request["quick"] = True
         try:
             answer = ask(path, request, timeout=options["timeout"])
