@@ -63,7 +63,13 @@ def _default(setting: Setting, sep: str = ", ") -> str:
         return sep.join(f"`{k}: {v}`" for k, v in value.items())
     if value is None:
         return "(not set)"
+    if setting.name in _FILE_MODES and isinstance(value, int):
+        return f"`0o{value:03o}`"  # a file mode reads as octal, as it is written
     return f"`{value}`"
+
+
+#: Settings whose value is a file mode or mask.
+_FILE_MODES = frozenset({"umask", "control_socket_mode"})
 
 
 def _flags(setting: Setting) -> str:

@@ -339,6 +339,9 @@ class Config:
     capture_output: bool
     enable_stdio_inheritance: bool
     logger_class: str | None
+    control_socket: str | None
+    control_socket_mode: int
+    control_socket_disable: bool
 
     def __init__(self, values: Mapping[str, Any] | None = None,
                  sources: Mapping[str, str] | None = None,

@@ -518,5 +518,70 @@ LOGGING_SETTINGS: tuple[Setting, ...] = (
 )
 SETTINGS = SETTINGS + LOGGING_SETTINGS
 
+
+# -- Control socket (preforkctl; docs/observability.md, "preforkctl"). gunicorn 25.1's names.
+class _SocketPathRule(StrRule):
+    """A unix socket path (or None: the per-pid default), short enough for sun_path."""
+
+    #: sun_path holds 108 bytes on Linux, the last one a NUL.
+    MAX_BYTES = 107
+    TO = "an absolute path like /run/myapp/prefork.ctl (or leave it unset)"
+
+    def __init__(self) -> None:
+        super().__init__(optional=True, hint=self.TO)
+
+    def describe(self) -> str:
+        return "a file path or None (per-pid default)"
+
+    def __call__(self, value: Any, strings: bool) -> str | None:
+        path = super().__call__(value, strings)
+        if path is None:
+            return None
+        path = path.strip()
+        if "\0" in path:
+            raise Invalid("has a NUL byte", to=self.TO)
+        if len(path.encode("utf-8", "surrogateescape")) > self.MAX_BYTES:
+            raise Invalid(f"is longer than the {self.MAX_BYTES} bytes a unix socket path "
+                          "may have", to="a shorter path")
+        return path
+
+
+class _SocketModeRule(UmaskRule):
+    """A socket file's mode, read like a umask (``0660``, ``0o660``); never 0."""
+
+    TO = "an octal mode such as 0600 (owner only) or 0660 (owner and group)"
+
+    def describe(self) -> str:
+        return "integer 0o1-0o777 (octal text like 0600 or 0o660 accepted)"
+
+    def __call__(self, value: Any, strings: bool) -> int:
+        mode = super().__call__(value, strings)
+        if not mode & 0o600 == 0o600:
+            raise Invalid(f"{oct(mode)} does not let the owner read and write the socket",
+                          to=self.TO)
+        return mode
+
+
+CONTROL_SOCKET_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "control_socket", ("--control-socket",), None, _SocketPathRule(), "Observability",
+        "Unix socket where the master takes preforkctl commands; not set = "
+        "$XDG_RUNTIME_DIR/django-prefork/PID.ctl, else /tmp/django-prefork-UID/PID.ctl.",
+        metavar="PATH",
+    ),
+    Setting(
+        "control_socket_mode", ("--control-socket-mode",), 0o600, _SocketModeRule(),
+        "Observability",
+        "File mode of the control socket (0600: its owner only; 0660 adds the group).",
+        metavar="MODE",
+    ),
+    Setting(
+        "control_socket_disable", ("--no-control-socket",), False, BoolRule(),
+        "Observability", "Do not open the control socket (preforkctl cannot reach the "
+        "master).", action="store_true",
+    ),
+)
+SETTINGS = SETTINGS + CONTROL_SOCKET_SETTINGS
+
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

@@ -51,8 +51,15 @@ LABEL0 = 5
 #: past LABELS - 1 distinct pairs the rest is counted as method="other", status="other".
 LABEL_INTS = 1 + len(BUCKETS) + 1
 LABELS = 40
-SLOT_INTS = 688
-assert LABEL0 + LABELS * LABEL_INTS <= SLOT_INTS
+#: The request the slot's thread serves now, for `preforkctl status`: its start
+#: (time.monotonic(), the same clock in every process; a float, 0.0 = none), then its request
+#: line, NUL-padded, in CURRENT_LINE_BYTES. Written with one struct.pack_into per request
+#: start and one store at its end (recorder.py), read without a lock: a reader racing a
+#: write may see a line cut short, never memory outside the slot.
+CURRENT_START = LABEL0 + LABELS * LABEL_INTS
+CURRENT_LINE = CURRENT_START + 1
+CURRENT_LINE_BYTES = 128
+SLOT_INTS = CURRENT_LINE + CURRENT_LINE_BYTES // 8
 
 _INT = 8
 _PAGE = mmap.PAGESIZE
@@ -121,6 +128,16 @@ class Totals:
     def copy(self) -> Totals:
         return Totals(self.accepted, self.response_bytes, self.duration_sum,
                       list(self.buckets), dict(self.requests))
+
+
+@dataclass
+class WorkerCounts:
+    """One live worker on the board: requests counted, requests in flight, and
+    (request line, time.monotonic() at its start) for each request a slot shows now."""
+
+    requests: int = 0
+    in_flight: int = 0
+    serving: list[tuple[str, float]] = field(default_factory=list)
 
 
 class MetricsBoard:
@@ -224,6 +241,31 @@ class MetricsBoard:
                     busy.add(pid)
         totals.busy_workers = len(busy)
         return totals
+
+    def workers(self) -> dict[int, WorkerCounts]:
+        """Per live worker pid: requests served and in flight, and what its threads serve
+        now (for `preforkctl status`; the master reads, the workers write)."""
+        ints = self.ints
+        floats = self.floats
+        out: dict[int, WorkerCounts] = {}
+        scratch = Totals()
+        for base in self._slots():
+            pid = ints[base + PID]
+            if not pid:
+                continue
+            counts = out.get(pid)
+            if counts is None:
+                counts = out[pid] = WorkerCounts()
+            started = ints[base + STARTED]
+            served = scratch.add_slot(ints, floats, base)
+            counts.requests += served
+            counts.in_flight += max(0, started - served)
+            since = floats[base + CURRENT_START]
+            if since:
+                offset = (base + CURRENT_LINE) * _INT
+                line = self._map[offset:offset + CURRENT_LINE_BYTES].split(b"\0", 1)[0]
+                counts.serving.append((line.decode("latin-1"), since))
+        return out
 
     def close(self) -> None:
         self.ints.release()

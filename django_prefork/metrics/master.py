@@ -42,6 +42,18 @@ class WorkerView(Protocol):
     killed: bool
 
 
+class Service(Protocol):
+    """A non-blocking server the master's select also waits on (see MetricsEndpoint)."""
+
+    clients: dict[int, Any]
+
+    def wait_sets(self) -> tuple[list[int], list[int]]: ...
+
+    def serve(self, readable: list[int], writable: list[int]) -> None: ...
+
+    def close_in_child(self) -> None: ...
+
+
 class ServerView(Protocol):
     """What the observer reads of the arbiter."""
 
@@ -117,8 +129,10 @@ class MasterObserver:
     def __init__(self, cfg: Any, board_fd: int, listener: Listener | None,
                  server: ServerView) -> None:
         self.server = server
-        # The board also carries readiness to the workers for /-/ready on the main bind.
-        wanted = listener is not None or getattr(cfg, "health_on_main_bind", False)
+        # The board also carries readiness to the workers for /-/ready on the main bind,
+        # and each worker's counts and current request to `preforkctl status`.
+        wanted = (listener is not None or getattr(cfg, "health_on_main_bind", False)
+                  or not getattr(cfg, "control_socket_disable", True))
         self.board = MetricsBoard.create(board_fd) if wanted else None
         self.endpoint = MetricsEndpoint(listener, self.respond) if listener else None
         self.statsd = StatsdClient.from_config(cfg)
@@ -128,6 +142,9 @@ class MasterObserver:
         self.accepting_traffic = True
         self._next_gauge = 0.0
         self._last_gauge = -1
+        #: Other non-blocking servers of the master served from the same select (the
+        #: control socket: server/control.py), each with wait_sets() and serve().
+        self.services: list[Service] = []
 
     # -- hooks the arbiter calls -----------------------------------------------------------
     def select(self, fds: list[int], timeout: float) -> list[int]:
@@ -136,15 +153,21 @@ class MasterObserver:
         Raises OSError as select does (the caller handles EINTR as before).
         """
         endpoint = self.endpoint
-        if endpoint is None:
+        if endpoint is None and not self.services:
             ready, _, _ = select.select(fds, [], [], timeout)
             self._send_gauge()
             return ready
-        readable, writable = endpoint.wait_sets()
+        servers: list[Any] = [endpoint, *self.services] if endpoint else list(self.services)
+        sets = [server.wait_sets() for server in servers]
+        readable = [fd for r, _ in sets for fd in r]
+        writable = [fd for _, w in sets for fd in w]
         ready, can_write, _ = select.select([*fds, *readable], writable, [], timeout)
         mine = [fd for fd in ready if fd not in fds]
-        if mine or can_write or endpoint.clients:
-            endpoint.serve(mine, can_write)
+        for server, (r, w) in zip(servers, sets, strict=True):
+            theirs = [fd for fd in mine if fd in r]
+            writes = [fd for fd in can_write if fd in w]
+            if theirs or writes or server.clients:
+                server.serve(theirs, writes)
         self._send_gauge()
         return [fd for fd in ready if fd in fds]
 
@@ -189,6 +212,9 @@ class MasterObserver:
         """In a worker forked from the master: let go of the endpoint's sockets, so that the
         master alone holds the metrics port (and frees it when it stops)."""
         self.close()
+        for service in self.services:
+            service.close_in_child()
+        self.services = []
         if self.statsd is not None:
             self.statsd.close()
             self.statsd = None

@@ -11,6 +11,8 @@ its own.
 from __future__ import annotations
 
 import logging
+import struct
+import sys
 import threading
 from bisect import bisect_left
 from typing import Any
@@ -18,6 +20,8 @@ from typing import Any
 from .board import (
     ACCEPTED,
     BUCKETS,
+    CURRENT_LINE_BYTES,
+    CURRENT_START,
     DURATION_SUM,
     LABEL0,
     LABEL_INTS,
@@ -33,6 +37,17 @@ from .statsd import StatsdClient, count_log_records
 
 log = logging.getLogger("django_prefork.error")
 
+#: The slot's "serving now" words: the start (a float), then the request line, NUL-padded
+#: (or cut) to CURRENT_LINE_BYTES by struct itself: one C call per request start.
+_SERVING = struct.Struct(f"d{CURRENT_LINE_BYTES}s")
+#: pack_serving(spot[0], spot[1], started, request line bytes): show a request in a slot.
+pack_serving = _SERVING.pack_into
+#: Where a slot shows its current request, as the worker's RequestTracker writes it
+#: (workers/inflight.py): (the board's mmap, the byte offset for pack_serving, the board's
+#: float view, the index of the start word there: 0.0 = serving nothing). A tuple, not an
+#: object: the tracker unpacks it on every request, and the cost counts (bench/serving_now.py).
+ServingSpot = tuple[Any, int, Any, int]
+
 #: Most (method, status line) pairs a worker remembers the board block of; past that the
 #: block is looked up again each time (a status line is the app's free text).
 _MAX_REMEMBERED = 512
@@ -41,6 +56,9 @@ _MAX_REMEMBERED = 512
 class RequestRecorder:
     """Counts into one slot of the metrics board (one thread: sync, gevent, or one thread of
     a gthread worker), and/or sends StatsD; never raises."""
+
+    #: One slot for every thread or greenlet of the worker.
+    per_thread = False
 
     def __init__(self, board: MetricsBoard | None, base: int | None,
                  statsd: StatsdClient | None) -> None:
@@ -57,6 +75,9 @@ class RequestRecorder:
         self.statsd = statsd
         #: (method, status line) -> index of the block's first bucket count
         self._blocks: dict[tuple[str, str], int] = {}
+        self._serving = base + CURRENT_START
+        self._raw: Any = board._map if on_board else None  # type: ignore[union-attr]
+        self._serving_offset = self._serving * 8
 
     def connection_accepted(self) -> None:
         ints = self._ints
@@ -70,6 +91,12 @@ class RequestRecorder:
         if ints is not None:
             ints[self._started] += 1
         return self
+
+    def serving_spot(self) -> ServingSpot | None:
+        """Where this slot shows the request it serves now (see ServingSpot), or None."""
+        if self._floats is None:
+            return None
+        return (self._raw, self._serving_offset, self._floats, self._serving)
 
     def request_finished(self, method: str, status: str, sent: int, seconds: float) -> None:
         """One request done: `status` is the status line ("200 OK"), `sent` the body bytes."""
@@ -164,6 +191,17 @@ class ThreadedRecorder:
             lane = self._lane()
         return lane.request_started()
 
+    #: Each thread has a spot of its own: ask serving_spot() from each thread.
+    per_thread = True
+
+    def serving_spot(self) -> ServingSpot | None:
+        """The calling thread's lane's spot."""
+        try:
+            lane = self._local.lane
+        except AttributeError:
+            lane = self._lane()
+        return lane.serving_spot()
+
 
 def make_recorder(cfg: Any, board_fd: int | None, pid: int,
                   multithread: bool) -> RequestRecorder | ThreadedRecorder | None:
@@ -182,6 +220,14 @@ def make_recorder(cfg: Any, board_fd: int | None, pid: int,
         if board is not None:
             board.close()
         return RequestRecorder(None, None, statsd) if statsd is not None else None
-    if multithread:
+    if multithread and not _greenlets_only():
         return ThreadedRecorder(board, pid, base, statsd)
     return RequestRecorder(board, base, statsd)
+
+
+def _greenlets_only() -> bool:
+    """A gevent worker (threading patched): its "threads" are greenlets, and a lane per
+    greenlet would claim a board slot per connection (the board is full after 256); one
+    slot without a lock is safe there, since no greenlet switch happens inside a store."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))

@@ -29,6 +29,7 @@ from typing import Any
 
 from django_prefork.conf import Config, parse_bind
 from django_prefork.metrics.master import MasterObserver, exit_reason
+from django_prefork.server.control import ControlServer, ControlSocketError, open_control_server
 from django_prefork.server.notify import Notifier
 from django_prefork.server.pidfile import Pidfile
 from django_prefork.server.signals import STRAY_SIGNALS, StraySignals, in_terminal_foreground
@@ -163,6 +164,9 @@ class Arbiter:
         # Metrics, health, StatsD (django_prefork.metrics): the counters live past the load
         # board in its shared file; the endpoint is served by wait_for_wakeup's select.
         self.observer = MasterObserver(cfg, self.board.fd, metrics_listener, self)
+        # preforkctl's control socket (server/control.py), opened by run(), served by the
+        # observer's select.
+        self.control: ControlServer | None = None
         self._pipe_r, self._pipe_w = os.pipe()
         for fd in (self._pipe_r, self._pipe_w):
             os.set_blocking(fd, False)
@@ -173,6 +177,7 @@ class Arbiter:
         """Run until stopped; return the process exit status."""
         self.start()
         try:
+            self.open_control_socket()
             while True:
                 self.wait_for_wakeup(self._tick())
                 self.handle_signals()
@@ -206,6 +211,23 @@ class Arbiter:
         self.subreaper = not os.environ.get("DJANGO_PREFORK_NO_ZYGOTE") and become_subreaper()
         log.info("Starting django-prefork master (pid: %s)", self.pid)
         self.generations[0] = self._start_generation(0, reread=False)
+
+    def open_control_socket(self) -> None:
+        """The preforkctl socket; its commands queue signals as _queue_signal does."""
+        try:
+            self.control = open_control_server(self.cfg, self,
+                                               takeover=self.upgrade.is_new_master)
+        except ControlSocketError as exc:
+            raise HaltServer(str(exc)) from None
+        if self.control is not None:
+            self.observer.services.append(self.control)
+            log.info("Control socket at: %s", self.control.path)
+
+    def close_control_socket(self) -> None:
+        if self.control is not None:
+            self.observer.services.remove(self.control)
+            self.control.close()
+            self.control = None
 
     # -- the loop's steps ------------------------------------------------------------------
     def _queue_signal(self, signum: int, frame: Any) -> None:
@@ -465,6 +487,7 @@ class Arbiter:
         while self.workers and time.monotonic() < end:
             self.reap_workers_quietly()
             time.sleep(0.02)
+        self.close_control_socket()
         self.observer.close()
         if self.pidfile is not None:
             self.pidfile.unlink()

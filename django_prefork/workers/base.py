@@ -153,6 +153,7 @@ class Worker:
         ctx.request_tracker = self.tracker
         # Read at every boot: a HUP's new generation serves the certificate files as they are.
         ctx.tls = load_server_tls(self.cfg)
+        self.tracker.publish_to(ctx.recorder)  # what it serves now, for preforkctl status
         return ctx
 
     def set_process_title(self) -> None:

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from django_prefork.metrics.recorder import pack_serving
+
 log = logging.getLogger("django_prefork.error")
 _monotonic = time.monotonic
 
@@ -61,12 +63,54 @@ class RequestTracker:
         self._owner = owner
         self.frame_of = frame_of
         self._running: dict[Any, tuple[Any, float]] = {}
+        #: Where the current request is shown on the metrics board (for `preforkctl
+        #: status`): one spot for the worker, or one per thread (_spots, filled by
+        #: _recorder.serving_spot() called from each thread); None: not shown.
+        self._spot: Any = None
+        self._spots: dict[Any, Any] | None = None
+        self._recorder: Any = None
+
+    def publish_to(self, recorder: Any) -> None:
+        """Also show each request's line and start on the metrics board, through
+        `recorder` (metrics/recorder.py; None or a StatsD-only one: nowhere). Several
+        greenlets share a gevent worker's spot: it shows the one that found it free."""
+        spot_of = getattr(recorder, "serving_spot", None)
+        if spot_of is None:
+            return
+        if recorder.per_thread:
+            self._recorder, self._spots = recorder, {}
+        else:
+            self._spot = spot_of()
 
     def begin(self, conn: Any) -> None:
-        self._running[self._owner()] = (conn, _monotonic())
+        started = _monotonic()
+        owner = self._owner()
+        self._running[owner] = (conn, started)
+        spot = self._spot
+        if spot is None and self._spots is not None:
+            spot = self._spots.get(owner) or self._thread_spot(owner)
+        if spot is not None:
+            raw, offset, floats, index = spot
+            if not floats[index]:  # one C call shows the request (bench/serving_now.py)
+                pack_serving(raw, offset, started, conn.request_line.encode("latin-1",
+                                                                            "replace"))
 
     def end(self) -> None:
-        self._running.pop(self._owner(), None)
+        owner = self._owner()
+        entry = self._running.pop(owner, None)
+        spot = self._spot
+        if spot is None and self._spots is not None:
+            spot = self._spots.get(owner)
+        if spot is not None and entry is not None:
+            floats, index = spot[2], spot[3]
+            if floats[index] == entry[1]:  # (a greenlet clears only its own request)
+                floats[index] = 0.0
+
+    def _thread_spot(self, owner: Any) -> Any:
+        spot = self._recorder.serving_spot()
+        if spot is not None and self._spots is not None:
+            self._spots[owner] = spot
+        return spot
 
     def current(self) -> Running | None:
         """The request of whatever runs now (a signal handler: the interrupted one)."""
