@@ -132,7 +132,7 @@ def serving(app: Any = None, cfg: Any = None) -> Iterator[None]:
 def run_startup_checks(app: Any = None, cfg: Any = None) -> list[CheckMessage]:
     """The checks runprefork adds at start-up (static and media files, DEBUG), as messages."""
     with serving(app, cfg):
-        return checks.run_checks(tags=list(STARTUP_TAGS))
+        return list(checks.run_checks(tags=list(STARTUP_TAGS)))
 
 
 def _only_while_serving(check: Any) -> Any:
@@ -166,7 +166,7 @@ def check_prefork_settings(app_configs: Any = None, **kwargs: Any) -> list[Check
 # --- helpers for the static-file checks ----------------------------------------------------
 
 def _staticfiles_installed() -> bool:
-    return apps.is_installed("django.contrib.staticfiles")
+    return bool(apps.is_installed("django.contrib.staticfiles"))
 
 
 def _static_url_is_local() -> bool:

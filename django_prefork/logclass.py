@@ -106,7 +106,7 @@ def _version(protocol: str) -> tuple[int, int]:
     return (int(major), int(minor)) if major.isdigit() and minor.isdigit() else (1, 1)
 
 
-def _request_headers(environ: dict) -> list[tuple[str, str]]:
+def _request_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
     headers = []
     for key, value in environ.items():
         if key.startswith("HTTP_"):
@@ -127,7 +127,7 @@ class ClassAccessLogger:
     def __init__(self, target: Any) -> None:
         self.target = target
 
-    def log(self, environ: dict, status: str, response_headers: list[tuple[str, str]],
+    def log(self, environ: dict[str, Any], status: str, response_headers: list[tuple[str, str]],
             sent_bytes: int, request_time: float) -> None:
         """Never raises: logging must not break a response."""
         try:

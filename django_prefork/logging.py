@@ -440,7 +440,7 @@ def reopen_log_files() -> None:
             except OSError as exc:  # keep writing to the old file rather than to nowhere
                 sys.stderr.write(f"django-prefork: cannot reopen {handler.baseFilename}: {exc}\n")
                 continue
-            old, handler.stream = handler.stream, stream
+            old, handler.stream = handler.stream, stream  # type: ignore[assignment]
             if old is not None:
                 with contextlib.suppress(OSError, ValueError):  # its last flush may fail
                     old.flush()
@@ -504,7 +504,7 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _URI_SAFE = "/:@!$&'()*+,;=-._~"
 
-Getter = Callable[[dict, str, list, int, float], Any]
+Getter = Callable[[dict[str, Any], str, list[tuple[str, str]], int, float], Any]
 
 
 def _text_sub(match: re.Match[str]) -> str:
@@ -540,7 +540,7 @@ def _environ_key(header: str) -> str:
     return name if name in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + name
 
 
-def _remote_user(environ: dict) -> str:
+def _remote_user(environ: dict[str, Any]) -> str:
     auth = environ.get("HTTP_AUTHORIZATION", "")
     scheme, _, credentials = auth.partition(" ")
     if scheme.lower() != "basic" or not credentials:
@@ -552,10 +552,10 @@ def _remote_user(environ: dict) -> str:
     return decoded.partition(":")[0] or "-"
 
 
-def _raw_uri(environ: dict) -> str:
+def _raw_uri(environ: dict[str, Any]) -> str:
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if raw:
-        return raw
+        return str(raw)
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     uri = quote(path.encode("latin-1", "replace"), safe=_URI_SAFE)
     query = environ.get("QUERY_STRING")
@@ -618,7 +618,8 @@ def _header_getter(key: str) -> Getter | None:
         return lambda e, s, h, b, t: e.get(env_key) or "-"
     wanted = name.lower()
     if kind == "e":
-        def environ_var(e: dict, s: str, h: list, b: int, t: float) -> str:
+        def environ_var(e: dict[str, Any], s: str, h: list[tuple[str, str]], b: int,
+                        t: float) -> str:
             if name in e:
                 return str(e[name])
             for key, value in e.items():  # case-insensitive, as gunicorn
@@ -627,10 +628,11 @@ def _header_getter(key: str) -> Getter | None:
             return "-"
         return environ_var
 
-    def response_header(e: dict, s: str, h: list, b: int, t: float) -> str:
+    def response_header(e: dict[str, Any], s: str, h: list[tuple[str, str]], b: int,
+                        t: float) -> str:
         for header, value in h:
             if header.lower() == wanted:
-                return value
+                return str(value)
         return "-"
     return response_header
 
@@ -660,7 +662,7 @@ class AccessLogger:
             raise ValueError(f"access_log_format {fmt!r} is invalid: {exc}. Fix: use "
                              "%(atom)s placeholders and write a literal % as %%.") from exc
 
-    def format(self, environ: dict, status: str, response_headers: list[tuple[str, str]],
+    def format(self, environ: dict[str, Any], status: str, response_headers: list[tuple[str, str]],
                sent_bytes: int, request_time: float) -> str:
         """The log line for one request (no trailing newline)."""
         values: dict[str, Any] = {}
@@ -670,7 +672,7 @@ class AccessLogger:
             values[key] = escape(value) if isinstance(value, str) else value
         return self.fmt % values
 
-    def log(self, environ: dict, status: str, response_headers: list[tuple[str, str]],
+    def log(self, environ: dict[str, Any], status: str, response_headers: list[tuple[str, str]],
             sent_bytes: int, request_time: float) -> None:
         """Log one request; never raises, because logging must not break a response."""
         if not self.logger.isEnabledFor(logging.INFO):

@@ -376,7 +376,7 @@ class Config:
     @property
     def notes(self) -> tuple[str, ...]:
         """One-line remarks for the operator from loading (e.g. an ignored ``wsgi_app``)."""
-        return self._notes
+        return tuple(self._notes)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -394,7 +394,7 @@ class Config:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Config):
             return NotImplemented
-        return self._values == other._values
+        return bool(self._values == other._values)
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -407,7 +407,7 @@ class Config:
         """Where the value of ``name`` came from: one of ``SOURCES``."""
         if name not in self._sources:
             raise KeyError(f"unknown setting {name!r}")
-        return self._sources[name]
+        return str(self._sources[name])
 
     def sources(self) -> dict[str, str]:
         """Setting name -> source, for every setting."""

@@ -335,7 +335,7 @@ class HTTPConnection:
         try:
             while True:
                 if buf and self.proxy_pending:
-                    found = parse_proxy_header(buf, self.ctx.proxy_protocol)
+                    found = parse_proxy_header(bytes(buf), self.ctx.proxy_protocol)
                     if found is not None:  # (None: read on, the header is not complete)
                         self.use_proxy_header(found)
                         buf = bytes(buf[found.length:])

@@ -186,7 +186,7 @@ class ThreadedRecorder:
         """Count the start in this thread's lane and return the lane, which the HTTP core
         then tells of the end: the lane is looked up once per request, not twice."""
         try:
-            lane = self._local.lane
+            lane: RequestRecorder = self._local.lane
         except AttributeError:
             lane = self._lane()
         return lane.request_started()
@@ -197,7 +197,7 @@ class ThreadedRecorder:
     def serving_spot(self) -> ServingSpot | None:
         """The calling thread's lane's spot."""
         try:
-            lane = self._local.lane
+            lane: RequestRecorder = self._local.lane
         except AttributeError:
             lane = self._lane()
         return lane.serving_spot()

@@ -15,6 +15,7 @@ import os
 import socket
 import stat
 from dataclasses import dataclass, field
+from typing import Any
 
 from django_prefork.conf import BindSpec
 
@@ -40,7 +41,7 @@ class Listener:
     owns_path: bool = False  # a unix socket file we created and must remove on shutdown
     #: The address actually bound (with the kernel's port when 0 was asked for); read once,
     #: since every request's environ needs it.
-    address: tuple | str = field(init=False)
+    address: tuple[Any, ...] | str = field(init=False)
 
     def __post_init__(self) -> None:
         self.address = self.sock.getsockname()
@@ -66,7 +67,7 @@ class Listener:
         path = self.address if self.family == socket.AF_UNIX else None
         with contextlib.suppress(OSError):
             self.sock.close()
-        if unlink and self.owns_path and path:
+        if unlink and self.owns_path and isinstance(path, str):
             with contextlib.suppress(OSError):
                 os.unlink(path)
 

@@ -321,11 +321,11 @@ def _logging_already_configured() -> Iterator[None]:
     def keep_the_logging_in_place(logging_config: Any, logging_settings: Any) -> None:
         return None
 
-    django_log.configure_logging = keep_the_logging_in_place  # type: ignore[assignment]
+    django_log.configure_logging = keep_the_logging_in_place
     try:
         yield
     finally:
-        django_log.configure_logging = original  # type: ignore[assignment]
+        django_log.configure_logging = original
 
 
 def set_process_title(role: str, cfg: Any) -> None:

@@ -60,7 +60,8 @@ def warm_up(app: Any, cfg: Any) -> None:
     }
     statuses: list[str] = []
 
-    def start_response(status: str, headers: list, exc_info: Any = None) -> Any:
+    def start_response(status: str, headers: list[tuple[str, str]],
+                       exc_info: Any = None) -> Any:
         statuses.append(status)
         return lambda data: None
 

@@ -171,7 +171,7 @@ def _send(control: socket.socket, message: bytes) -> None:
         os._exit(ZYGOTE_BOOT_ERROR)  # the master is gone
 
 
-def _fork_worker(control: socket.socket, cfg: Any, listeners: list, board: Any,
+def _fork_worker(control: socket.socket, cfg: Any, listeners: list[Any], board: Any,
                  age: int, heartbeat_fd: int, master_pid: int) -> None:
     from django_prefork.workers.base import freeze_before_fork
 
@@ -199,7 +199,7 @@ def _fork_worker(control: socket.socket, cfg: Any, listeners: list, board: Any,
         os._exit(1)
 
 
-def _become_worker(control: socket.socket, cfg: Any, listeners: list, board: Any,
+def _become_worker(control: socket.socket, cfg: Any, listeners: list[Any], board: Any,
                    age: int, heartbeat_fd: int, master_pid: int) -> None:
     from django_prefork.workers.base import run_worker_in_child
     from django_prefork.workers.heartbeat import Heartbeat

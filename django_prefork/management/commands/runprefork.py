@@ -219,7 +219,7 @@ class Command(BaseCommand):
         if status:
             sys.exit(status)
 
-    def print_banner(self, cfg: Config, listeners: list, metrics_listener: Any = None) -> None:
+    def print_banner(self, cfg: Config, listeners: list[Any], metrics_listener: Any = None) -> None:
         import logging
 
         from django_prefork.logging import ERROR_LOGGER
