@@ -99,12 +99,13 @@ def test_cmd_is_exec_form_so_signals_reach_the_master(instructions):
     assert _one(instructions, "STOPSIGNAL").args == "SIGTERM"
 
 
-def test_healthcheck_probes_the_health_view_in_exec_form(instructions):
+def test_healthcheck_probes_live_in_exec_form(instructions):
     health = _one(instructions, "HEALTHCHECK").args
     options, _, command = health.partition("CMD ")
     assert re.search(r"--interval=\d+s", options) and re.search(r"--timeout=\d+s", options)
     probe = json.loads(command)
-    assert "/health/" in " ".join(probe)
+    assert "/-/live" in " ".join(probe)
+    assert "--health-on-main-bind" in _one(instructions, "CMD").exec_form()
 
 
 def test_the_port_is_the_one_exposed_and_bound_on_all_interfaces(instructions):
