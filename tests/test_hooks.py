@@ -236,3 +236,22 @@ def test_file_hook_wins_over_prefork_path():
     assert cfg.hooks["post_fork"].__module__ == "__config__"
     sys.modules.pop("fixtures.hooks_record", None)
     assert cfg.hooks["on_exit"].__name__ == "on_exit"
+
+
+def test_pre_exec_runs_in_the_upgrade_child_before_the_exec(tmp_path):
+    from test_upgrade import start_new_master, stopped_at_the_end
+
+    log = tmp_path / "hooks.log"
+    pidfile = tmp_path / "prefork.pid"
+    server = Server("--workers", "1", "--pid", str(pidfile), settings="fixtures.hooks_settings",
+                    env={"HOOKS_LOG": str(log)})
+    with stopped_at_the_end(server) as new_masters:
+        server.start(wait_workers=1)
+        new = start_new_master(server, pidfile, workers=1)
+        new_masters.append(new)
+        (pre_exec,) = calls(log, "pre_exec")
+        # The forked child (whose pid the new master keeps through the exec); server.pid is
+        # the old master, its parent.
+        assert pre_exec[1:] == [str(new), str(server.pid), str(server.pid)]
+        # The new master then starts as any master does.
+        assert [c[1] for c in calls(log, "on_starting")] == [str(server.pid), str(new)]
