@@ -6,6 +6,7 @@ each test starts a real server, from a -c file or PREFORK dotted paths, and read
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -255,3 +256,24 @@ def test_pre_exec_runs_in_the_upgrade_child_before_the_exec(tmp_path):
         assert pre_exec[1:] == [str(new), str(server.pid), str(server.pid)]
         # The new master then starts as any master does.
         assert [c[1] for c in calls(log, "on_starting")] == [str(server.pid), str(new)]
+
+
+@pytest.mark.parametrize("worker_class", ["gthread", "gevent"])
+def test_request_hooks_and_worker_int_in_every_worker_class(tmp_path, worker_class):
+    server, log = hook_server(tmp_path, "--workers", "1", "--worker-class", worker_class,
+                              source="prefork")
+    with server.start(wait_workers=1):
+        (worker,) = server.ready_workers()
+        assert server.get("/echo?q=2")[0] == 200
+        pre = wait_for_hook(log, "pre_request")[0]
+        post = wait_for_hook(log, "post_request")[0]
+        assert pre[1:] == [str(worker), "GET", "/echo", "q=2"]
+        assert post[1:] == [str(worker), "GET", "/echo", "/echo", "200"]
+        # QUIT to the worker (gunicorn: worker_int on INT and QUIT), then worker_exit.
+        os.kill(worker, signal.SIGQUIT)
+        assert wait_for_hook(log, "worker_int")[0][1:] == [str(worker), str(worker)]
+        assert wait_for_hook(log, "worker_exit")[0][1:] == [str(worker), str(worker)]
+        wait_for_hook(log, "child_exit")
+        order = [f[0] for f in read_log(log) if f[0] in ("worker_int", "worker_exit",
+                                                          "child_exit")]
+        assert order == ["worker_int", "worker_exit", "child_exit"]

@@ -100,8 +100,8 @@ class PathRule(StrRule):
         return text
 
 
-SECTIONS = ("Server socket", "Worker processes", "Server mechanics", "Logging",
-            "Request limits", "Proxies", "Observability")
+SECTIONS: tuple[str, ...] = ("Server socket", "Worker processes", "Server mechanics", "Logging",
+                              "Request limits", "Proxies", "Observability")
 
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
