@@ -277,3 +277,21 @@ def test_request_hooks_and_worker_int_in_every_worker_class(tmp_path, worker_cla
         order = [f[0] for f in read_log(log) if f[0] in ("worker_int", "worker_exit",
                                                           "child_exit")]
         assert order == ["worker_int", "worker_exit", "child_exit"]
+
+
+def test_workers_share_the_hooks_read_before_the_fork(tmp_path):
+    """The -c file runs in the command, the master and the zygote, never once per worker."""
+    conf = tmp_path / "counted.conf.py"
+    conf.write_text("from fixtures.hooks_record import record as _record\n"
+                    "_record('config_read')\n"
+                    "workers = 2\n"
+                    "def post_worker_init(worker):\n"
+                    "    _record('post_worker_init')\n")
+    log = tmp_path / "hooks.log"
+    server = Server("-c", str(conf), settings="fixtures.conf_settings",
+                    env={"HOOKS_LOG": str(log)})
+    with server.start(wait_workers=2):
+        wait_for_hook(log, "post_worker_init", 2)
+        workers = {str(pid) for pid in server.ready_workers()}
+        readers = {c[1] for c in calls(log, "config_read")}
+        assert readers and not readers & workers, read_log(log)
