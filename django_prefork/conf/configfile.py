@@ -2,7 +2,7 @@
 
 The file is Python: settings are module globals with gunicorn's lower-case names, server
 hooks are functions named after the hook. Reading it runs it, as gunicorn does. Nothing
-here calls a hook: the loaded functions are kept for the code that runs them.
+here calls a hook: django_prefork/hooks.py does.
 """
 
 from __future__ import annotations
@@ -17,29 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..hooks import HOOK_ARITY
 from .registry import SETTINGS_BY_NAME
 
 __all__ = ["HOOK_ARITY", "ConfigFile", "FileProblem", "read_config_file"]
-
-#: gunicorn's server hooks and how many positional arguments gunicorn passes each.
-HOOK_ARITY: dict[str, int] = {
-    "on_starting": 1,          # (server)
-    "on_reload": 1,            # (server)
-    "when_ready": 1,           # (server)
-    "pre_fork": 2,             # (server, worker)
-    "post_fork": 2,            # (server, worker)
-    "post_worker_init": 1,     # (worker)
-    "worker_int": 1,           # (worker)
-    "worker_abort": 1,         # (worker)
-    "pre_exec": 1,             # (server)
-    "pre_request": 2,          # (worker, req)
-    "post_request": 4,         # (worker, req, environ, resp)
-    "child_exit": 2,           # (server, worker)
-    "worker_exit": 2,          # (server, worker)
-    "nworkers_changed": 3,     # (server, new_value, old_value)
-    "on_exit": 1,              # (server)
-    "ssl_context": 2,          # (config, default_ssl_context_factory)
-}
 
 #: Names gunicorn accepts that have no meaning here, and why (a note, not an error).
 IGNORED: dict[str, str] = {
@@ -180,8 +161,4 @@ def read_config_file(path: str) -> tuple[ConfigFile, list[FileProblem]]:
             result.values[name] = value
         else:
             problems.append(_unknown(path, name))
-    if result.hooks:
-        # Said once at start-up, so nobody believes a post_fork ran when it did not.
-        result.notes.append(f"config file {path}: hooks {', '.join(sorted(result.hooks))} "
-                            "are checked but not called yet (issue 12, server hooks).")
     return result, problems

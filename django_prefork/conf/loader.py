@@ -16,6 +16,7 @@ import shlex
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ..hooks import CALLED_HOOKS, HookError, import_hook
 from .binds import BindSpec, parse_bind
 from .configfile import ConfigFile, read_config_file
 from .registry import SECTIONS, SETTINGS, SETTINGS_BY_KEY, SETTINGS_BY_NAME, Setting
@@ -328,6 +329,22 @@ class Config:
     do_handshake_on_connect: bool
     suppress_ragged_eofs: bool
     ssl_context: str | None
+    # gunicorn's server hooks as PREFORK dotted paths (cfg.hooks holds the functions)
+    on_starting: str | None
+    on_reload: str | None
+    when_ready: str | None
+    pre_fork: str | None
+    post_fork: str | None
+    post_worker_init: str | None
+    worker_int: str | None
+    worker_abort: str | None
+    pre_exec: str | None
+    pre_request: str | None
+    post_request: str | None
+    child_exit: str | None
+    worker_exit: str | None
+    nworkers_changed: str | None
+    on_exit: str | None
     logconfig: str | None
     logconfig_json: str | None
     logconfig_dict: dict[str, Any]
@@ -363,14 +380,17 @@ class Config:
 
     @property
     def hooks(self) -> dict[str, Callable[..., Any]]:
-        """gunicorn server hooks from the config file: hook name -> function (validated
-        callable with gunicorn's arity, never called here). Empty without a file."""
+        """gunicorn server hooks: hook name -> function (validated: callable with gunicorn's
+        arity; called by django_prefork/hooks.py). The config file's functions, and PREFORK's
+        dotted paths for the hooks the file does not define (the file wins, as it does for
+        every setting)."""
         if self._hooks is None:
             found: dict[str, Callable[..., Any]] = {}
             if self._values["config"]:
                 config_file, _ = read_config_file(self._values["config"])
                 found = config_file.hooks
-            object.__setattr__(self, "_hooks", found)
+            hooks, _ = _resolve_hooks(self._values, found)
+            object.__setattr__(self, "_hooks", hooks)
         return dict(self._hooks or {})
 
     @property
@@ -539,7 +559,32 @@ def load_config_collecting(prefork: Mapping[str, Any] | None = None,
         for name, value in layer_values.items():
             values[name] = value
             sources[name] = source
-    return Config(values, sources, hooks, notes), errors
+    hooks, hook_errors = _resolve_hooks(values, hooks)
+    for error in hook_errors:
+        values.pop(error.setting or "", None)
+        sources.pop(error.setting or "", None)
+    return Config(values, sources, hooks, notes), errors + hook_errors
+
+
+def _resolve_hooks(values: Mapping[str, Any], file_hooks: Mapping[str, Callable[..., Any]],
+                   ) -> tuple[dict[str, Callable[..., Any]], list[ConfigError]]:
+    """The config file's hooks plus those named by dotted paths (imported and checked now,
+    at start-up); a path that cannot be used is an error naming its PREFORK key."""
+    hooks = dict(file_hooks)
+    errors: list[ConfigError] = []
+    for name in CALLED_HOOKS:
+        path = values.get(name)
+        if not path or name in hooks:
+            continue
+        try:
+            hooks[name] = import_hook(name, path)
+        except HookError as exc:
+            key = SETTINGS_BY_NAME[name].key
+            errors.append(ConfigError(
+                f"PREFORK[{key!r}] = {path!r}: the hook {exc}. Fix: give the dotted path of "
+                f"a function {name}(...) with gunicorn's signature.",
+                setting=name, value=path, source=PREFORK))
+    return hooks, errors
 
 
 def _help(setting: Setting) -> str:

@@ -449,6 +449,46 @@ TLS_SETTINGS: tuple[Setting, ...] = (
 )
 SETTINGS = SETTINGS + PROXY_SETTINGS + TLS_SETTINGS
 
+
+# -- gunicorn's server hooks as dotted paths (django_prefork/hooks.py, docs/hooks.md)
+SECTIONS = (*SECTIONS, "Server hooks")
+
+
+class HookPathRule(DottedPathRule):
+    """A dotted path to a hook function; imported and checked at start-up (conf/loader.py)."""
+
+    def __init__(self, hook: str) -> None:
+        super().__init__()
+        self.hint = f"a dotted path like myproject.hooks.{hook}"
+
+
+#: (hook name, its gunicorn signature, when it runs), for the docs.
+_HOOKS: tuple[tuple[str, str, str], ...] = (
+    ("on_starting", "server", "in the master, before it starts anything"),
+    ("on_reload", "server", "in the master, when a HUP starts a reload"),
+    ("when_ready", "server", "in the master, once it listens, before the first worker"),
+    ("pre_fork", "server, worker", "in the master, just before a worker is started"),
+    ("post_fork", "server, worker", "in the new worker, before the app loads"),
+    ("post_worker_init", "worker", "in the worker, once the app is loaded"),
+    ("worker_int", "worker", "in the worker, on INT or QUIT"),
+    ("worker_abort", "worker", "in the worker, on ABRT (a timeout)"),
+    ("pre_exec", "server", "in the forked child of a USR2 upgrade, before the exec"),
+    ("pre_request", "worker, req", "in the worker, before the app runs a request"),
+    ("post_request", "worker, req, environ, resp", "in the worker, after the response"),
+    ("child_exit", "server, worker", "in the master, once a worker has exited"),
+    ("worker_exit", "server, worker", "in the worker, as it exits"),
+    ("nworkers_changed", "server, new_value, old_value",
+     "in the master, when the worker count changes"),
+    ("on_exit", "server", "in the master, as it exits"),
+)
+HOOK_SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(name, (), None, HookPathRule(name), "Server hooks",
+            f"Dotted path to gunicorn's hook {name}({args}), called {when}; a -c file's "
+            f"{name} function wins over it.", metavar="PATH")
+    for name, args, when in _HOOKS
+)
+SETTINGS = SETTINGS + HOOK_SETTINGS
+
 # -- Logging, gunicorn's remaining settings (docs/logging.md)
 LOGGING_SETTINGS: tuple[Setting, ...] = (
     Setting(

@@ -119,6 +119,8 @@ class ServerContext:
         #: Set by the worker (workers/inflight.py): `begin(conn)` and `end()` around each
         #: request, so the timeout watch knows which thread or greenlet runs which request.
         self.request_tracker: Any = None
+        #: django_prefork.hooks.RequestHooks when pre_request/post_request is set, else None
+        self.request_hooks: Any = None
 
         self.limits = Limits.from_settings(settings)
         #: Seconds to receive a complete head, from the start of handle_request (0 = none).
@@ -482,7 +484,12 @@ class HTTPConnection:
         response = Response(self, head.method == "HEAD", head.version == "1.1", head.keep_alive)
         result = None
         ok = False
+        hooks = ctx.request_hooks
+        hook_request = None
         try:
+            if hooks is not None:
+                hook_request = hooks.before(head)
+                hooks.pre(hook_request)  # pre_request; raising is a 500, as in gunicorn
             result = ctx.app(environ, response.start_response)
             response.send_iterable(result)
             ok = True
@@ -517,6 +524,8 @@ class HTTPConnection:
                             "Error closing the response of %s", self.request_line
                         )
                         ok = False
+        if hook_request is not None:
+            hooks.after(hook_request, environ, response.status, response.headers, response.sent)
         if response.mismatch:
             ctx.error_log.warning(
                 "%s: sent %d body bytes but Content-Length is %d; closing the connection",

@@ -92,8 +92,9 @@ def load_server_tls(cfg: Any) -> ServerTLS | None:
     if not tls_enabled(cfg):
         return None
     hook_path = cfg.ssl_context
-    # A `-c` gunicorn.conf.py defines the hook as a function (cfg.hooks); PREFORK names it.
-    file_hook = cfg.hooks.get("ssl_context") if not hook_path else None
+    # A `-c` gunicorn.conf.py defines the hook as a function (cfg.hooks); PREFORK names it
+    # by a dotted path. The file wins, as for every other hook (docs/hooks.md).
+    file_hook = cfg.hooks.get("ssl_context")
     if hook_path or file_hook:
         hook = file_hook or _import_hook(hook_path)
         hook_path = hook_path or "ssl_context in the config file"

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django_prefork.conf import Config, parse_bind
+from django_prefork.hooks import HookServer, HookWorker, call_hook
 from django_prefork.metrics.master import MasterObserver, exit_reason
 from django_prefork.server.control import ControlServer, ControlSocketError, open_control_server
 from django_prefork.server.notify import Notifier
@@ -149,7 +150,10 @@ class Arbiter:
         self._restart_at: float | None = None  # when to start the current generation again
         self._unclaimed_exits: dict[int, int] = {}
         self.worker_age = 0
-        self.num_workers = cfg.workers
+        #: What hooks receive as ``server`` (django_prefork/hooks.py).
+        self.hook_server = HookServer(cfg, self.pid, self)
+        self._num_workers: int | None = None
+        self.num_workers = cfg.workers  # nworkers_changed(server, workers, None), as gunicorn
         self.signal_queue: list[int] = []
         self.stopping = False
         self.pidfile: Pidfile | None = None
@@ -173,6 +177,20 @@ class Arbiter:
             os.set_inheritable(fd, False)
 
     # -- public ----------------------------------------------------------------------------
+    @property
+    def num_workers(self) -> int:
+        return self._num_workers or 0
+
+    @num_workers.setter
+    def num_workers(self, value: int) -> None:
+        old, self._num_workers = self._num_workers, value
+        if value != old:
+            self.call_hook("nworkers_changed", value, old)
+
+    def call_hook(self, name: str, *args: Any) -> None:
+        """A master hook, given the server first; an exception is logged, never fatal."""
+        call_hook(self.cfg.hooks, name, self.hook_server, *args)
+
     def run(self) -> int:
         """Run until stopped; return the process exit status."""
         self.start()
@@ -210,6 +228,10 @@ class Arbiter:
         # subreaper use (each worker its own fresh interpreter): for tests and debugging.
         self.subreaper = not os.environ.get("DJANGO_PREFORK_NO_ZYGOTE") and become_subreaper()
         log.info("Starting django-prefork master (pid: %s)", self.pid)
+        # gunicorn: on_starting as the master starts, when_ready once it listens (ours
+        # already does: the command bound the sockets), both before the first worker.
+        self.call_hook("on_starting")
+        self.call_hook("when_ready")
         self.generations[0] = self._start_generation(0, reread=False)
 
     def open_control_socket(self) -> None:
@@ -370,6 +392,7 @@ class Arbiter:
     # -- signals ---------------------------------------------------------------------------
     def handle_hup(self) -> None:
         self.notifier.reload_started()
+        self.call_hook("on_reload")
         self.reload()
 
     def handle_term(self) -> None:
@@ -449,6 +472,9 @@ class Arbiter:
 
     def spawn_worker(self, generation: Generation) -> None:
         self.worker_age += 1
+        # pre_fork runs here, in the master, for every start method: a zygote forks the
+        # worker on this request, an exec generation starts it; pid is None until then.
+        self.call_hook("pre_fork", HookWorker(self.cfg, self.worker_age, None, self.pid))
         generation.start_worker(self.worker_age, Heartbeat())
         self._dispatch(generation, generation.poll())
 
@@ -491,6 +517,7 @@ class Arbiter:
         self.observer.close()
         if self.pidfile is not None:
             self.pidfile.unlink()
+        self.call_hook("on_exit")
         log.info("Shutting down: master (pid: %s)", self.pid)
         return exit_status
 
@@ -716,6 +743,7 @@ class Arbiter:
         record.heartbeat.close()
         self.board.forget(record.pid)
         self._log_exit(record, status)
+        self.call_hook("child_exit", HookWorker(self.cfg, record.age, record.pid, self.pid))
         code = os.waitstatus_to_exitcode(status)
         self.observer.worker_exited(
             record.pid, None if self.stopping else exit_reason(record, self.generation, code))

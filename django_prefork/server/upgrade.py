@@ -22,6 +22,7 @@ import os
 import sys
 from typing import Any
 
+from django_prefork.hooks import HookServer, call_hook
 from django_prefork.server.notify import Notifier
 from django_prefork.server.pidfile import Pidfile, PidfileError
 from django_prefork.server.sockets import INHERIT_ENV_VAR, Listener, inheritance_spec
@@ -166,7 +167,7 @@ class BinaryUpgrade:
             env[METRICS_INHERIT_ENV_VAR] = str(metrics_fd)
             fds.append(metrics_fd)
         try:
-            pid = self._fork_exec(env, fds)
+            pid = self._fork_exec(env, fds, cfg)
         except OSError as exc:
             log.error("Upgrade failed: could not start a new master: %s; this master keeps "
                       "serving", exc)
@@ -180,12 +181,16 @@ class BinaryUpgrade:
         log.info("Upgrade: started a new master (pid: %s); this master (pid: %s) is now the "
                  "old master and keeps serving until it is sent TERM", pid, os.getpid())
 
-    def _fork_exec(self, env: dict[str, str], fds: list[int]) -> int:
+    def _fork_exec(self, env: dict[str, str], fds: list[int], cfg: Any = None) -> int:
         # fork + execve, not subprocess: the master reaps every child with waitpid(-1),
         # which a Popen object would race with (as in server/spawn.py).
+        master_pid = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child until exec
             try:
+                if cfg is not None:
+                    # gunicorn calls pre_exec here: in the forked child, just before the exec.
+                    call_hook(cfg.hooks, "pre_exec", HookServer(cfg, master_pid))
                 for fd in fds:
                     os.set_inheritable(fd, True)
                 os.chdir(self.directory)

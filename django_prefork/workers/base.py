@@ -20,6 +20,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from django_prefork.hooks import HookServer, RequestHooks, call_hook, worker_of
 from django_prefork.http.connection import ServerContext
 from django_prefork.http.errors import error_response
 from django_prefork.http.settings import CoreSettings
@@ -110,14 +111,27 @@ class Worker:
         random.seed()  # a forked worker must not share the master's random state
         self.set_process_title()
         self.install_signal_handlers()
-        if self.app is None:
-            self.app = load_wsgi_app()
-        self.ctx = self.make_context()
-        tune_malloc()
-        self.heartbeat.mark_ready()
-        log.info("Booted worker with pid: %s", self.pid)
-        self.run()
-        log.info("Worker exiting (pid: %s)", self.pid)
+        try:
+            if self.app is None:
+                self.app = load_wsgi_app()
+            self.ctx = self.make_context()
+            # gunicorn: post_worker_init once the app is loaded; an exception fails the boot.
+            call_hook(self.cfg.hooks, "post_worker_init", worker_of(self), reraise=True)
+            tune_malloc()
+            self.heartbeat.mark_ready()
+            log.info("Booted worker with pid: %s", self.pid)
+            self.run()
+            log.info("Worker exiting (pid: %s)", self.pid)
+        finally:
+            # gunicorn: worker_exit in the worker, as it exits; an exception is only logged.
+            call_hook(self.cfg.hooks, "worker_exit", HookServer(self.cfg, self.ppid),
+                      worker_of(self))
+
+    def post_fork(self) -> None:
+        """gunicorn's post_fork(server, worker): in the new worker, before the app loads; an
+        exception fails the worker's boot (WORKER_BOOT_ERROR), as it does in gunicorn."""
+        call_hook(self.cfg.hooks, "post_fork", HookServer(self.cfg, self.ppid),
+                  worker_of(self), reraise=True)
 
     def run(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -151,6 +165,8 @@ class Worker:
             health_check=make_health_check(self.cfg, self.board.fd),
         )
         ctx.request_tracker = self.tracker
+        # None without pre_request/post_request: the HTTP core then skips them at no cost.
+        ctx.request_hooks = RequestHooks.for_worker(self.cfg.hooks, worker_of(self))
         # Read at every boot: a HUP's new generation serves the certificate files as they are.
         ctx.tls = load_server_tls(self.cfg)
         self.tracker.publish_to(ctx.recorder)  # what it serves now, for preforkctl status
@@ -251,6 +267,7 @@ class Worker:
 
     def _on_quit(self, signum: int, frame: Any) -> None:
         self.alive = False
+        call_hook(self.cfg.hooks, "worker_int", worker_of(self))  # gunicorn: INT and QUIT
         sys.exit(0)
 
     def _on_usr1(self, signum: int, frame: Any) -> None:
@@ -267,6 +284,7 @@ class Worker:
                      ", ".join(r.request_line for r in hung) or "no request", stack.rstrip())
         for running in hung:
             answer_stopped(running.conn, 500)
+        call_hook(self.cfg.hooks, "worker_abort", worker_of(self))
         os._exit(1)
 
     @staticmethod
@@ -435,6 +453,12 @@ def run_worker_in_child(
             # What arrived meanwhile is delivered now, to the handlers: noted, acted on once
             # the worker runs (a TERM makes it drain and exit as soon as it starts).
             signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+        try:
+            worker.post_fork()
+        except Exception:
+            sys.stderr.write("Worker failed to boot: post_fork raised:\n" + traceback.format_exc())
+            sys.stderr.flush()
+            return WORKER_BOOT_ERROR
         if app is None:
             try:
                 from django_prefork.workers.boot import load_urlconf, warm_up

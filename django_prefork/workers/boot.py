@@ -113,6 +113,7 @@ def main() -> None:
             board=LoadBoard(spec["board_fd"]),
         )
         worker.install_signal_handlers()  # before the app loads (issue 15.6)
+        worker.post_fork()  # gunicorn's post_fork hook; raising fails the boot
         from django_prefork.workers.base import load_wsgi_app
 
         worker.app = load_wsgi_app()

@@ -120,6 +120,9 @@ def boot(spec: dict[str, Any]) -> Any:
 
             load_urlconf()
         connections.close_all()  # opened by settings or URLconf? workers must not share it
+        # The server hooks, read here once (the -c file run, PREFORK paths imported, with
+        # Django set up) rather than by every forked worker on its first hook call.
+        _ = cfg.hooks
     except BootFailure:
         raise
     except Exception as exc:
