@@ -27,8 +27,9 @@ import signal
 import socket
 import stat
 import time
-from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from django_prefork.server.oneshot import OneShotServer
 
 SUFFIX = ".ctl"
 RUNTIME_SUBDIR = "django-prefork"
@@ -270,52 +271,25 @@ class ControlledServer(Protocol):
     def _queue_signal(self, signum: int, frame: Any) -> None: ...
 
 
-@dataclass
-class _Client:
-    sock: socket.socket
-    deadline: float
-    received: bytearray = field(default_factory=bytearray)
-    out: memoryview | None = None
+class ControlServer(OneShotServer):
+    """Serves the protocol on a ControlSocket: one JSON line in, one out (oneshot.py)."""
 
-
-class ControlServer:
-    """Serves the protocol on a ControlSocket; wait_sets()/serve() as MetricsEndpoint."""
+    request_limit = REQUEST_LIMIT
+    client_deadline = CLIENT_DEADLINE
+    max_clients = MAX_CLIENTS
 
     def __init__(self, control: ControlSocket, server: ControlledServer) -> None:
+        super().__init__(control.sock)
         self.control = control
         self.server = server
         self.started = time.monotonic()
-        self.clients: dict[int, _Client] = {}
 
     @property
     def path(self) -> str:
         return self.control.path
 
-    def wait_sets(self) -> tuple[list[int], list[int]]:
-        readable = [fd for fd, c in self.clients.items() if c.out is None]
-        writable = [fd for fd, c in self.clients.items() if c.out is not None]
-        if len(self.clients) < MAX_CLIENTS:
-            readable.append(self.control.fileno())
-        return readable, writable
-
-    def serve(self, readable: list[int], writable: list[int]) -> None:
-        listen_fd = self.control.fileno()
-        for fd in readable:
-            if fd == listen_fd:
-                self._accept()
-            elif fd in self.clients:
-                self._read(fd)
-        for fd in writable:
-            if fd in self.clients:
-                self._write(fd)
-        now = time.monotonic()
-        for fd, client in list(self.clients.items()):
-            if now > client.deadline:
-                self._drop(fd)
-
     def close(self) -> None:
-        for fd in list(self.clients):
-            self._drop(fd)
+        self.close_clients()
         self.control.close()
 
     def close_in_child(self) -> None:
@@ -324,60 +298,17 @@ class ControlServer:
         self.clients = {}
         self.control.close_in_child()
 
-    # -- one client ----------------------------------------------------------------------
-    def _accept(self) -> None:
-        while len(self.clients) < MAX_CLIENTS:
-            try:
-                sock, _ = self.control.sock.accept()
-            except OSError:  # EAGAIN, or ECONNABORTED/EMFILE: next wake-up
-                return
-            sock.setblocking(False)
-            self.clients[sock.fileno()] = _Client(sock, time.monotonic() + CLIENT_DEADLINE)
-
-    def _read(self, fd: int) -> None:
-        client = self.clients[fd]
-        try:
-            data = client.sock.recv(REQUEST_LIMIT)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._drop(fd)
-            return
-        client.received += data
-        end = client.received.find(b"\n")
-        if end < 0 and data and len(client.received) < REQUEST_LIMIT:
-            return  # more to come
-        if end < 0 and len(client.received) >= REQUEST_LIMIT:
+    def answer_for(self, received: bytes, eof: bool) -> bytes | None:
+        end = received.find(b"\n")
+        if end < 0 and not eof and len(received) < REQUEST_LIMIT:
+            return None  # more to come
+        if end < 0 and len(received) >= REQUEST_LIMIT:
             answer = {"ok": False, "error": f"request longer than {REQUEST_LIMIT} bytes"}
-        elif end < 0 and not client.received:
-            self._drop(fd)
-            return
+        elif end < 0 and not received:
+            return None  # gone without a word
         else:
-            answer = self.answer(bytes(client.received[:end if end >= 0 else None]))
-        text = json.dumps(answer, separators=(",", ":")).encode() + b"\n"
-        client.out = memoryview(text[:ANSWER_LIMIT])
-        self._write(fd)
-
-    def _write(self, fd: int) -> None:
-        client = self.clients[fd]
-        if client.out is None:
-            return
-        try:
-            sent = client.sock.send(client.out)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._drop(fd)
-            return
-        client.out = client.out[sent:]
-        if not client.out:
-            self._drop(fd)
-
-    def _drop(self, fd: int) -> None:
-        client = self.clients.pop(fd, None)
-        if client is not None:
-            with contextlib.suppress(OSError):
-                client.sock.close()
+            answer = self.answer(received[:end if end >= 0 else None])
+        return (json.dumps(answer, separators=(",", ":")).encode() + b"\n")[:ANSWER_LIMIT]
 
     # -- answers -------------------------------------------------------------------------
     def answer(self, line: bytes) -> dict[str, Any]:
