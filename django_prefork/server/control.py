@@ -241,13 +241,14 @@ def _remove_dead_sockets(directory: str) -> None:
     with contextlib.suppress(OSError):
         for name in os.listdir(directory):
             stem = name[:-len(SUFFIX)] if name.endswith(SUFFIX) else ""
-            if not stem.isdigit() or _pid_exists(int(stem)):
+            if not stem.isdigit() or pid_exists(int(stem)):
                 continue
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(directory, name))
 
 
-def _pid_exists(pid: int) -> bool:
+def pid_exists(pid: int) -> bool:
+    """Whether a process with this pid exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -23,6 +23,7 @@ from django_prefork.server.control import (
     ControlClientError,
     ask,
     candidate_paths,
+    pid_exists,
     private_dir,
 )
 
@@ -149,7 +150,7 @@ def only_master_socket() -> str:
     for place in places:
         for path in sorted(glob.glob(place)):
             stem = os.path.basename(path)[:-len(SUFFIX)]
-            if stem.isdigit() and int(stem) not in found and _alive(int(stem)):
+            if stem.isdigit() and int(stem) not in found and pid_exists(int(stem)):
                 found[int(stem)] = path
     if len(found) == 1:
         return next(iter(found.values()))
@@ -159,15 +160,6 @@ def only_master_socket() -> str:
     raise _fail(f"{len(found)} masters are running (pids {', '.join(map(str, found))}). "
                 "Fix: pass --pid PID")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- memory (read here, not in the master: see status_report) ------------------------------
