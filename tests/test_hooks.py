@@ -131,6 +131,9 @@ def test_worker_abort_on_timeout(tmp_path):
         aborted = wait_for_hook(log, "worker_abort")[0]
         assert aborted[1:] == [str(worker), str(worker)]
         wait_for_hook(log, "child_exit")
+        # worker_exit follows worker_abort in the worker, as gunicorn's sys.exit(1) runs it
+        order = [f[:2] for f in read_log(log) if f[0] in ("worker_abort", "worker_exit")]
+        assert order == [["worker_abort", str(worker)], ["worker_exit", str(worker)]]
         assert calls(log, "child_exit")[0][1:] == [str(server.pid), str(worker)]
 
 
@@ -196,12 +199,18 @@ def test_a_hook_that_raises_is_logged_and_the_master_serves_on(tmp_path):
 
 def test_a_failing_post_fork_fails_the_boot_as_in_gunicorn(tmp_path):
     conf = tmp_path / "boot.conf.py"
-    conf.write_text("def post_fork(server, worker):\n    raise RuntimeError('no pool')\n")
+    exits = tmp_path / "exits.log"
+    conf.write_text(
+        "def post_fork(server, worker):\n    raise RuntimeError('no pool')\n\n"
+        "def worker_exit(server, worker):\n"
+        f"    open({str(exits)!r}, 'a').write(f'worker_exit {{worker.pid}}\\n')\n")
     server = Server("-c", str(conf), settings="fixtures.conf_settings")
     server.start(wait_workers=None)
     try:
         assert server.wait_exit(timeout=60) == 3  # WORKER_BOOT_ERROR
         assert "Hook post_fork raised RuntimeError: no pool" in server.output
+        # gunicorn runs worker_exit in its finally clause, after a failed boot too
+        assert exits.read_text().startswith("worker_exit ")
     finally:
         server.stop()
 

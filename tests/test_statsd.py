@@ -140,3 +140,44 @@ def test_error_log_records_are_counted_as_gunicorn_does() -> None:
         receiver.close()
     assert lines == ["gunicorn.log.warning:1|c", "gunicorn.log.error:1|c",
                      "gunicorn.log.exception:1|c", "gunicorn.log.critical:1|c"]
+
+
+def test_backlog_metric_reports_queued_connections() -> None:
+    """--enable-backlog-metric: gunicorn.backlog histograms carry the accept queue's length."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    port = receiver.getsockname()[1]
+    queued: list[socket.socket] = []
+    try:
+        with running("--statsd-host", f"127.0.0.1:{port}", "--enable-backlog-metric",
+                     "--workers", "1") as server:
+            lines = collect(receiver, lambda got: any(
+                x.startswith("gunicorn.backlog:") for x in got))
+            assert "gunicorn.backlog:0|h" in lines  # nothing queued yet
+            # the one sync worker sleeps in a request; three more connections wait unaccepted
+            busy = socket.create_connection((server.host, server.port), timeout=30)
+            queued.append(busy)
+            busy.sendall(b"GET /sleep?s=8 HTTP/1.1\r\nHost: x\r\n\r\n")
+            for _ in range(3):
+                queued.append(socket.create_connection((server.host, server.port), timeout=30))
+            lines = collect(receiver, lambda got: "gunicorn.backlog:3|h" in got)
+            assert all(x.endswith("|h") for x in lines if x.startswith("gunicorn.backlog:"))
+    finally:
+        for sock in queued:
+            sock.close()
+        receiver.close()
+
+
+def test_no_backlog_metric_unless_enabled() -> None:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    port = receiver.getsockname()[1]
+    try:
+        with running("--statsd-host", f"127.0.0.1:{port}") as server:
+            assert server.get("/hello")[0] == 200
+            # the workers gauge is sent every second; wait for two of them
+            lines = collect(receiver, lambda got: sum(
+                x.startswith("gunicorn.workers:") for x in got) >= 2)
+        assert not any(x.startswith("gunicorn.backlog:") for x in lines)
+    finally:
+        receiver.close()

@@ -303,6 +303,13 @@ OBSERVABILITY_SETTINGS: tuple[Setting, ...] = (
         "Comma-separated DogStatsD tags added to every StatsD metric (key:value,...).",
         metavar="TAGS",
     ),
+    Setting(
+        "enable_backlog_metric", ("--enable-backlog-metric",), False, BoolRule(),
+        "Observability",
+        "Send the TCP listeners' accept-queue length to StatsD once a second as the "
+        "gunicorn.backlog histogram (Linux; needs statsd_host).",
+        action="store_true",
+    ),
 )
 
 #: What gunicorn's "Server mechanics" settings do for a process and its HTTP core.

@@ -21,11 +21,12 @@ out (a SIGKILLed worker has no way out).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import mmap
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from django_prefork.workers.loadboard import locked
 
 #: Ceiling of workers at one time, as the load board's.
 SLOTS = 256
@@ -175,13 +176,8 @@ class MetricsBoard:
             return None
         return board
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fcntl.lockf(self.fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return locked(self.fd)
 
     # -- worker side -----------------------------------------------------------------------
     def join(self, pid: int) -> int | None:

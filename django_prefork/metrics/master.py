@@ -25,6 +25,8 @@ from .statsd import StatsdClient, count_log_records
 
 #: The master sends its gunicorn.workers gauge at most this often (gunicorn: every loop).
 GAUGE_INTERVAL = 1.0
+#: How often gunicorn.backlog is sampled and sent (gunicorn: once per arbiter loop, ~1 s).
+BACKLOG_INTERVAL = 1.0
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
 #: struct tcp_info (linux/tcp.h): eight u8 fields, then u32 rto, ato, snd_mss, rcv_mss,
 #: unacked. For a listening socket Linux reports the accept queue's length in tcpi_unacked
@@ -142,6 +144,9 @@ class MasterObserver:
         self.accepting_traffic = True
         self._next_gauge = 0.0
         self._last_gauge = -1
+        #: gunicorn's enable_backlog_metric: gunicorn.backlog, once a second (statsd only).
+        self._backlog_metric = bool(getattr(cfg, "enable_backlog_metric", False))
+        self._next_backlog = 0.0
         #: Other non-blocking servers of the master served from the same select (the
         #: control socket: server/control.py), each with wait_sets() and serve().
         self.services: list[Service] = []
@@ -241,13 +246,18 @@ class MasterObserver:
                 503, b"not ready\n", "text/plain")
         return 404, b"not found: try /metrics, /-/live or /-/ready\n", "text/plain"
 
-    def exposition(self) -> bytes:
-        assert self.board is not None
-        backlog = {}
+    def backlog(self) -> dict[str, int]:
+        """Connections waiting in each TCP listener's accept queue, by listener URL."""
+        queues = {}
         for listener in self.server.listeners:
             queued = listen_queue(listener)
             if queued is not None:
-                backlog[listener.url()] = queued
+                queues[listener.url()] = queued
+        return queues
+
+    def exposition(self) -> bytes:
+        assert self.board is not None
+        backlog = self.backlog()
         numbers = MasterNumbers(workers=len(self.server.workers),
                                 restarts=dict(self.restarts), backlog=backlog)
         return render(self.board.totals(), numbers)
@@ -262,4 +272,10 @@ class MasterObserver:
             self._next_gauge = now + GAUGE_INTERVAL
             self._last_gauge = count
             statsd.gauge("gunicorn.workers", count)
+        if self._backlog_metric and now >= self._next_backlog:
+            # gunicorn sums its listeners and sends nothing where the kernel cannot tell
+            self._next_backlog = now + BACKLOG_INTERVAL
+            queues = self.backlog()
+            if queues:
+                statsd.histogram("gunicorn.backlog", sum(queues.values()))
 

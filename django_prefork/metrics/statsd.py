@@ -80,6 +80,9 @@ class StatsdClient:
     def gauge(self, name: str, value: int) -> None:
         self.send(f"{self.prefix}{name}:{value}|g{self.suffix}")
 
+    def histogram(self, name: str, value: int) -> None:
+        self.send(f"{self.prefix}{name}:{value}|h{self.suffix}")
+
     def increment(self, name: str, value: int = 1) -> None:
         self.send(f"{self.prefix}{name}:{value}|c{self.suffix}")
 

@@ -88,6 +88,7 @@ class Worker:
         self.max_requests = self._pick_max_requests(cfg)
         self.reopen_logs_requested = False
         self._next_housekeeping = 0.0
+        self._exit_hook_called = False
         self.ctx: ServerContext | None = None
         #: Every accept() of every class goes through it (workers/accept.py).
         self.accept_policy = AcceptPolicy()
@@ -123,9 +124,17 @@ class Worker:
             self.run()
             log.info("Worker exiting (pid: %s)", self.pid)
         finally:
-            # gunicorn: worker_exit in the worker, as it exits; an exception is only logged.
-            call_hook(self.cfg.hooks, "worker_exit", HookServer(self.cfg, self.ppid),
-                      worker_of(self))
+            self.exiting()
+
+    def exiting(self) -> None:
+        """gunicorn's worker_exit(server, worker), once, in the worker as it leaves however
+        it leaves (served, failed to boot, ABRT): gunicorn runs it in a `finally`. An
+        exception in it is only logged."""
+        if self._exit_hook_called:
+            return
+        self._exit_hook_called = True
+        call_hook(self.cfg.hooks, "worker_exit", HookServer(self.cfg, self.ppid),
+                  worker_of(self))
 
     def post_fork(self) -> None:
         """gunicorn's post_fork(server, worker): in the new worker, before the app loads; an
@@ -285,6 +294,7 @@ class Worker:
         for running in hung:
             answer_stopped(running.conn, 500)
         call_hook(self.cfg.hooks, "worker_abort", worker_of(self))
+        self.exiting()  # gunicorn's abort ends in sys.exit(1): its worker_exit runs too
         os._exit(1)
 
     @staticmethod
@@ -458,6 +468,7 @@ def run_worker_in_child(
         except Exception:
             sys.stderr.write("Worker failed to boot: post_fork raised:\n" + traceback.format_exc())
             sys.stderr.flush()
+            worker.exiting()
             return WORKER_BOOT_ERROR
         if app is None:
             try:
@@ -469,6 +480,7 @@ def run_worker_in_child(
             except Exception:
                 sys.stderr.write("Worker failed to boot:\n" + traceback.format_exc())
                 sys.stderr.flush()
+                worker.exiting()
                 return WORKER_BOOT_ERROR
             # Loading the app may re-apply LOGGING (django.setup()): wire ours again.
             configure_logging(cfg)

@@ -12,7 +12,10 @@ import json
 import os
 import sys
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django_prefork.workers.base import Worker
 
 ENV_VAR = "DJANGO_PREFORK_WORKER"
 
@@ -96,6 +99,7 @@ def main() -> None:
     from django_prefork.workers.loadboard import LoadBoard
 
     cfg = Config.from_dict(spec["cfg"])
+    worker: Worker | None = None
     try:
         import django
 
@@ -126,6 +130,8 @@ def main() -> None:
         # Reported once by this worker; the master stops instead of respawning forever.
         sys.stderr.write("Worker failed to boot:\n" + traceback.format_exc())
         sys.stderr.flush()
+        if worker is not None:
+            worker.exiting()  # gunicorn's worker_exit runs after a failed boot too
         os._exit(WORKER_BOOT_ERROR)
     worker.start()
     sys.exit(0)

@@ -78,13 +78,8 @@ class LoadBoard:
         self._ints = memoryview(self._map).cast("i")
         self._load_index = 0  # this worker's connections entry; 0 until join()
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fcntl.lockf(self.fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return locked(self.fd)
 
     # -- worker side -----------------------------------------------------------------------
     def join(self, pid: int) -> None:
@@ -154,6 +149,17 @@ class LoadBoard:
         self._map.close()
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+@contextlib.contextmanager
+def locked(fd: int) -> Iterator[None]:
+    """The shared file's one lock (a record lock on the whole file), taken by the load board
+    and the metrics board (metrics/board.py) alike: they live in the same file."""
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.lockf(fd, fcntl.LOCK_UN)
 
 
 def _new_shared_fd() -> int:
