@@ -308,6 +308,7 @@ class Config:
     statsd_host: str | None
     statsd_prefix: str
     dogstatsd_tags: str
+    enable_backlog_metric: bool
     config: str | None
     raw_env: list[str]
     chdir: str | None
