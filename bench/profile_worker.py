@@ -36,6 +36,7 @@ from run import (
     ServerProcess,
     ensure_python_env,
     ensure_wrk,
+    is_zygote,
     load_command,
     run_load,
     wait_ready,
@@ -43,6 +44,9 @@ from run import (
 
 FRAME_RE = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 PREFIXES = ("/site-packages/", "/lib/python3")
+#: Threads py-spy samples as running while they sleep in time.sleep (the sync worker's
+#: request watch wakes once a second; /proc/PID/task/TID/stat shows it using no CPU).
+IDLE_SLEEPERS = ("RequestWatch.run_in_thread.<locals>.loop ",)
 
 
 def short_file(path: str) -> str:
@@ -80,12 +84,14 @@ def summarize(raw: Path, top: int) -> str:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        total += count
         names = []
         for frame in stack.split(";"):
             match = FRAME_RE.match(frame)
             name = (f"{match['func']} ({short_file(match['file'])})" if match else frame)
             names.append(name)
+        if any(name.startswith(IDLE_SLEEPERS) for name in names):
+            continue  # sampled as running, but asleep: its thread's utime stays 0 in /proc
+        total += count
         if names:
             self_time[names[-1]] += count
         if _in_app(names):
@@ -136,7 +142,8 @@ def main() -> int:
     try:
         server.start(1)
         wait_ready(server.port, row)
-        worker = server.refresh_workers()[0]
+        # the one worker, not its generation's zygote (a child of the master too)
+        worker = next(p for p in server.refresh_workers() if not is_zygote(p))
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             run_load(load_command(wrk, row, server.port, 2, 1, Path(tmp)), 2)  # warm-up
             load = subprocess.Popen(
