@@ -6,6 +6,7 @@ written into tmp_path, so it can change them between HUPs.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -284,3 +285,35 @@ def test_warmup_path_failing_keeps_the_old_workers(tmp_path: Path):
                        message="two new workers that answered the warm-up")
             loop.wait_for_more()
         assert loop.failures == [], loop.failures[:5]
+
+
+def test_hup_applies_changed_raw_env_and_chdir(tmp_path: Path):
+    """gunicorn sets its `env` again on reload: so does the new generation, and its chdir."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    settings = tmp_path / "envsettings.py"
+
+    def write(value: str, directory: Path) -> None:
+        settings.write_text(
+            "from fixtures.conf_settings import *  # noqa: F403\n"
+            f"PREFORK = {{'RAW_ENV': ['CONF_TEST_R={value}'], 'CHDIR': {str(directory)!r}}}\n")
+
+    def process() -> dict[str, object]:
+        status, _, body = server.get("/process")
+        assert status == 200
+        return json.loads(body)
+
+    write("1", first)
+    server = Server(settings="envsettings")
+    server.env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), server.env["PYTHONPATH"]])
+    server.env["PYTHONDONTWRITEBYTECODE"] = "1"
+    with server:
+        server.start(wait_workers=1)
+        assert process()["env"] == {"CONF_TEST_R": "1"}
+        assert process()["cwd"] == str(first)
+        write("2", second)
+        hup_and_wait(server)
+        wait_until(lambda: process()["env"] == {"CONF_TEST_R": "2"}, timeout=30,
+                   message="the new generation's raw_env")
+        assert process()["cwd"] == str(second)

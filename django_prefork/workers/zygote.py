@@ -94,6 +94,11 @@ def boot(spec: dict[str, Any]) -> Any:
         raise BootFailure(str(exc)) from None
     except Exception as exc:  # an error in settings.py itself
         raise BootFailure(f"cannot load the settings: {describe_error(exc)}") from exc
+    from django_prefork.conf.process import apply_process_settings
+
+    # raw_env, chdir, pythonpath as read now (a HUP's new values: gunicorn applies them again
+    # on reload), before Django and the project are imported; the workers inherit them.
+    apply_process_settings(cfg)
     from django_prefork.http.tls import tls_problem
 
     problem = tls_problem(cfg)  # new certificate files are read by the new generation
