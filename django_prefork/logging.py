@@ -345,6 +345,29 @@ def configure_logging(cfg: Any) -> AccessLogger | ClassAccessLogger | None:
     return make_access_logger(cfg)
 
 
+def logging_problems(cfg: Any) -> list[str]:
+    """What configure_logging would refuse, found without applying anything (for
+    --check-config): the logconfig files and dict, the logger class, the syslog socket.
+    What it opens to find out is closed again."""
+    problems: list[str] = []
+    class_path = getattr(cfg, "logger_class", None)
+    try:
+        if not uses_built_in(class_path):
+            make_logger(str(class_path), cfg)
+    except LoggerClassError as exc:
+        problems.append(str(exc))
+    try:
+        build_all(cfg).close()
+    except LogConfigError as exc:
+        problems.append(str(exc))
+    try:
+        for _, handler in _open_syslog(cfg):
+            _close_quietly(handler)
+    except LoggingSetupError as exc:
+        problems.append(str(exc))
+    return problems
+
+
 def _open_syslog(cfg: Any) -> list[tuple[str, logging.Handler]]:
     """The syslog handlers for our loggers (sockets already open), as gunicorn: the error
     log, and the access log unless disable_redirect_access_to_syslog."""

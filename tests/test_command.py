@@ -303,3 +303,17 @@ def test_start_up_checks_see_the_command_line(tmp_path):
     assert "django_prefork.W010" in result.stdout + result.stderr
     plain = run_command("--check-config", settings="persistentdb", env=env)
     assert "django_prefork.W010" not in plain.stdout + plain.stderr
+
+
+def test_check_config_reports_logging_problems(tmp_path):
+    """The log configuration files and the syslog socket are tried too, as a start would."""
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    result = run_command("--check-config", "--log-config-json", str(broken), "--log-syslog",
+                         "--log-syslog-to", f"unix://{tmp_path / 'no-syslog.sock'}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    for expected in (r"ERROR: --log-config-json \(LOGCONFIG_JSON\) .*broken\.json",
+                     r"ERROR: --log-syslog-to \(SYSLOG_ADDR\) .*no-syslog\.sock"):
+        assert re.search(expected, output), f"{expected!r} not in:\n{output}"
+    assert "Configuration OK" not in output

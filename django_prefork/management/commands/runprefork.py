@@ -120,7 +120,9 @@ class Command(BaseCommand):
             except SystemCheckError as exc:
                 self.stderr.write(str(exc))
                 failed = True
-        for problem in startup_problems(cfg):
+        from django_prefork.logging import logging_problems
+
+        for problem in [*startup_problems(cfg), *logging_problems(cfg)]:
             self.stderr.write(f"ERROR: {problem}")
             failed = True
         try:
