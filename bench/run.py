@@ -614,7 +614,9 @@ class MetricsScraper(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        while not self._stop_event.wait(self.interval):
+        # The first scrape as the load starts, then one a second: even a 1 s smoke run
+        # reads /metrics under load.
+        while True:
             try:
                 with urllib.request.urlopen(self.url, timeout=5) as resp:
                     body = resp.read()
@@ -623,6 +625,8 @@ class MetricsScraper(threading.Thread):
             except (OSError, urllib.error.HTTPError) as exc:
                 self.failures.append(str(exc))
             self.scrapes += 1
+            if self._stop_event.wait(self.interval):
+                return
 
     def stop(self) -> str:
         """Stop scraping; an error text if a scrape failed, else ""."""
