@@ -770,7 +770,8 @@ class Cell:
 def aggregate(ms: list[Measurement], app_cpu: float | None) -> Cell:
     good = [m for m in ms if m.ok and m.requests]
     if not good:
-        return Cell(False, error=(ms[0].error if ms else "not run"))
+        return Cell(False, error=(ms[0].error or "no request completed during the load")
+                    if ms else "not run")
     med = statistics.median
     cell = Cell(
         True,
