@@ -121,6 +121,7 @@ def main() -> int:
     parser.add_argument("--py-spy", help="path of the py-spy binary")
     parser.add_argument("--no-install", action="store_true")
     args = parser.parse_args()
+    args.anchors, args.anchors_explicit = [], False  # runprefork alone: no anchor to install
     ensure_python_env(args)
     row = ROWS[args.row or ("wsgi-hello" if args.app == "hello" else "django-hello")]
 

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""runprefork against gunicorn: same app, same workers, same load, measured in the same run.
+"""runprefork against gunicorn, with granian and uWSGI as anchors: same app, same workers,
+same load, measured in the same run.
 
-    python bench/run.py                 # every row, every worker class, 3 repeats (~40 min)
+    python bench/run.py                 # every row, every worker class, 3 repeats (~50 min)
     python bench/run.py --quick         # 3 rows, 3 s each, 1 repeat: a smoke run
     python bench/run.py --rows wsgi-hello,django-hello --worker-classes sync --duration 3
 
-For every (worker class, row) it starts a fresh runprefork and a fresh gunicorn, in
-alternating order, warms each up, drives it with wrk (or bench/loadgen.py without wrk), and
-reads the server's CPU time and its workers' memory from /proc. Medians over the repeats go
-in a table, side by side with the ratio, then PASS/FAIL for the targets of issue 6. The table
-is also written as markdown to bench/results/<date>.md (raw numbers in a .json beside it).
+For every (worker class, row) it starts a fresh runprefork and a fresh gunicorn (and, with
+the first worker class, each anchor in its own best configuration), in alternating order,
+warms each up, drives it with wrk (or bench/loadgen.py without wrk), and reads the server's
+CPU time and its whole process tree's memory from /proc. Medians over the repeats go in a
+table, side by side with the ratio, then PASS/FAIL for the targets (issues 6, 13, 16). The
+table is also written as markdown to bench/results/<date>.md (raw numbers in a .json beside it).
 
 Why this shape:
 * A new server per measurement: peak memory and CPU belong to that row alone.
@@ -34,6 +36,7 @@ import platform
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +45,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,13 +57,23 @@ RESULTS_DIR = BENCH_DIR / "results"
 VENV_DIR = BENCH_DIR / ".venv"
 #: What the servers and the harness import. django_prefork itself is NOT installed: it is
 #: imported from the working tree (PYTHONPATH), so the benchmark measures the checked-out code.
-REQUIRED_MODULES = ("django", "httptools", "setproctitle", "gunicorn", "gevent")
+REQUIRED_MODULES = ("django", "httptools", "setproctitle", "gunicorn", "gevent", "packaging")
 #: The package's own requirements (setup.py install_requires and the gevent extra) plus
-#: gunicorn, the comparison: bench-only, never a dependency of the package.
+#: gunicorn, the comparison: bench-only, never a dependency of the package. gunicorn's
+#: gevent worker imports `packaging`, which gunicorn does not declare.
 VENV_REQUIREMENTS = ("Django>=5.2", "httptools>=0.6.4", "setproctitle>=1.3", "gevent>=24.2",
-                     "gunicorn")
+                     "gunicorn", "packaging")
 
 SERVERS = ("runprefork", "gunicorn")
+#: The anchors (issue 16): other fast WSGI servers, measured once per row in their own best
+#: configuration for the same number of workers (docs/benchmarks.md, "Anchors"). Bench-only.
+ANCHORS = ("granian", "uwsgi")
+#: The worker-class slot of an anchor's cells: an anchor has one configuration, not three.
+ANCHOR_CLASS = "own"
+#: pip requirements of each anchor, tried in order: pyuwsgi is a wheel (no compiler needed),
+#: uwsgi is the source package, built only when no wheel fits.
+ANCHOR_REQUIREMENTS = {"granian": ("granian",), "uwsgi": ("pyuwsgi", "uwsgi")}
+METRICS_RE = re.compile(r"Metrics at: (http://127\.0\.0\.1:\d+/metrics)")
 WORKER_CLASSES = ("sync", "gthread", "gevent")
 LISTEN_RE = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 SLEEP_SECONDS = 0.05
@@ -77,6 +92,9 @@ class Row:
     keepalive: bool = True
     method: str = "GET"
     body_size: int = 0
+    #: runprefork runs with --metrics-bind and /metrics is scraped every second (issue 13);
+    #: gunicorn runs as on the plain row, and the anchors skip it.
+    metrics: bool = False
 
 
 APPS = {
@@ -100,6 +118,8 @@ ROWS = {row.name: row for row in (
         "/file"),
     Row("django-upload-1m", "Django 1 MB POST upload, c=50", "django", "/upload",
         method="POST", body_size=1024 * 1024),
+    Row("django-hello-metrics", "Django hello, keep-alive c=50, runprefork with "
+        "--metrics-bind scraped every 1 s", "django", "/hello", metrics=True),
 )}
 QUICK_ROWS = ("wsgi-hello", "django-hello", "django-sleep50")
 
@@ -110,30 +130,69 @@ def missing_modules() -> list[str]:
     return [name for name in REQUIRED_MODULES if importlib.util.find_spec(name) is None]
 
 
+def anchor_command(name: str) -> list[str] | None:
+    """How to start an anchor from this interpreter's environment; None if it is absent."""
+    bin_dir = Path(sys.executable).parent
+    if name == "granian":
+        return [sys.executable, "-m", "granian"] if importlib.util.find_spec("granian") \
+            else None
+    # pyuwsgi and uwsgi both install a `uwsgi` script beside the interpreter.
+    script = bin_dir / "uwsgi"
+    return [str(script)] if script.exists() else None
+
+
+def install_anchor(name: str) -> bool:
+    """pip install one anchor into this interpreter (bench/.venv): True if it is usable."""
+    for requirement in ANCHOR_REQUIREMENTS[name]:
+        print(f"[bench] installing {requirement} (anchor {name})", flush=True)
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                               requirement], capture_output=True, text=True)
+        if done.returncode == 0 and anchor_command(name):
+            return True
+        tail = (done.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"[bench] {requirement} not installed: {tail[:200]}", flush=True)
+    return False
+
+
 def ensure_python_env(args: argparse.Namespace) -> None:
     """Use this interpreter if it has everything; else re-run inside bench/.venv, made here.
 
-    The venv keeps gunicorn and gevent out of whatever environment the developer works in.
+    The venv keeps gunicorn, gevent and the anchors out of whatever environment the
+    developer works in: anchors are installed into bench/.venv only, never elsewhere. An
+    anchor that cannot be installed is left out when --anchors was not given (the default
+    is "those that can be installed"), and stops the run when it was asked for by name.
     """
     missing = missing_modules()
-    if not missing:
+    absent = [name for name in args.anchors if anchor_command(name) is None]
+    if not missing and not absent:
         return
     venv_python = VENV_DIR / "bin" / "python"
-    if Path(sys.executable) == venv_python or args.no_install:
+    in_venv = Path(sys.executable) == venv_python
+    if missing and args.no_install:
         sys.exit(f"missing Python packages: {', '.join(missing)} "
                  f"(pip install {' '.join(VENV_REQUIREMENTS)})")
-    print(f"[bench] {', '.join(missing)} missing here: using {VENV_DIR}", flush=True)
-    if not venv_python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV_DIR)], check=True)
-    check = subprocess.run([str(venv_python), "-c", "; ".join(
-        f"import {m}" for m in REQUIRED_MODULES)], capture_output=True)
-    if check.returncode != 0:
-        subprocess.run([str(venv_python), "-m", "pip", "install", "--quiet", "--upgrade",
+    if not in_venv and not args.no_install:
+        print(f"[bench] {', '.join(missing + absent)} missing here: using {VENV_DIR}",
+              flush=True)
+        if not venv_python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(VENV_DIR)], check=True)
+        # The running script (run.py or scaling.py) again, inside the venv.
+        os.execv(str(venv_python), [str(venv_python), str(Path(sys.argv[0]).resolve()),
+                                    *sys.argv[1:]])
+    if missing:  # inside the venv: install the servers' requirements once
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--upgrade",
                         "pip"], check=True)
-        subprocess.run([str(venv_python), "-m", "pip", "install", "--quiet",
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
                         *VENV_REQUIREMENTS], check=True)
-    os.execv(str(venv_python), [str(venv_python), str(Path(__file__).resolve()),
-                                *sys.argv[1:]])
+    unusable = [name for name in absent if args.no_install or not install_anchor(name)]
+    if unusable and args.anchors_explicit:
+        sys.exit(f"anchors {', '.join(unusable)} are not installed and could not be "
+                 f"(pip install {' '.join(ANCHOR_REQUIREMENTS[unusable[0]])} into "
+                 f"{VENV_DIR}, or --anchors none)")
+    if unusable:
+        print(f"[bench] anchors left out (not installable): {', '.join(unusable)}",
+              flush=True)
+    args.anchors = [name for name in args.anchors if name not in unusable]
 
 
 def ensure_wrk(args: argparse.Namespace) -> str | None:
@@ -203,6 +262,8 @@ def machine_facts(wrk: str | None) -> dict[str, str]:
         "python": platform.python_version(),
         "django": version("Django"),
         "gunicorn": version("gunicorn"),
+        "granian": version("granian"),
+        "uwsgi": version("pyuwsgi") if version("pyuwsgi") != "missing" else version("uWSGI"),
         "gevent": version("gevent"),
         "httptools": version("httptools"),
         "client": " ".join(run([wrk, "--version"]).split()[:2]) if wrk
@@ -278,17 +339,18 @@ def process_tree(pid: int) -> list[int]:
 
 class MemorySampler(threading.Thread):
     """Samples the whole server's memory a few times a second: the sum over the process tree
-    (master, zygotes, workers), whose peak is what the machine must have."""
+    (master, zygotes, workers), whose peak is what the machine must have. Several roots (a
+    load balancer and its instances) are summed in each sample."""
 
-    def __init__(self, root: int, interval: float = 0.25) -> None:
+    def __init__(self, *roots: int, interval: float = 0.25) -> None:
         super().__init__(daemon=True)
-        self.root = root
+        self.roots = roots
         self.interval = interval
         self.peak_kb = 0
         self._stop_event = threading.Event()
 
     def sample(self) -> None:
-        total = sum(memory_kb(pid) or 0 for pid in process_tree(self.root))
+        total = sum(memory_kb(pid) or 0 for root in self.roots for pid in process_tree(root))
         self.peak_kb = max(self.peak_kb, total)
 
     def run(self) -> None:
@@ -306,8 +368,48 @@ class MemorySampler(threading.Thread):
 
 # -- servers -------------------------------------------------------------------------------
 
+def free_port() -> int:
+    """A port free on 127.0.0.1 now, for the anchors, which print no port they were given 0
+    for (a race with another process binding it is possible, and fails the start loudly)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def listen_backlog() -> int:
+    """The accept queue the kernel allows (uWSGI refuses to start above it)."""
+    try:
+        return min(2048, int(Path("/proc/sys/net/core/somaxconn").read_text()))
+    except (OSError, ValueError):
+        return 128
+
+
+def anchor_args(kind: str, row: Row, port: int, args: argparse.Namespace) -> list[str]:
+    """Each anchor's best comparable configuration: the same number of worker processes,
+    its own concurrency model, no access log (docs/benchmarks.md, "Anchors")."""
+    _, module = APPS[row.app]
+    if kind == "granian":
+        return ["--interface", "wsgi", "--http", "1", "--host", "127.0.0.1", "--port",
+                str(port), "--workers", str(args.workers), "--blocking-threads",
+                str(args.granian_blocking_threads), "--backlog", str(listen_backlog()),
+                "--log-level", "warning", f"{module}:application"]
+    # uWSGI: a master (it respawns workers and, with --die-on-term, stops them all on one
+    # TERM), the app loaded once and forked, one request at a time per process.
+    # --http-socket answers one request per connection. Its keep-alive variant,
+    # --http11-socket, keeps a single-threaded process on one connection for as long as
+    # the client keeps it: 2 of 50 clients are served and 48 wait (docs/benchmarks.md).
+    # Its responses do not say "Connection: close", so wrk counts each close as a read
+    # error (the response was complete); adding the header with --add-header cost it 60%
+    # of its req/s in a smoke run: the errors are noted under the table instead.
+    return ["--http-socket", f"127.0.0.1:{port}", "--processes", str(args.workers), "--master",
+            "--module", f"{module}:application", "--disable-logging", "--die-on-term",
+            "--need-app", "--thunder-lock", "--single-interpreter",
+            "--listen", str(listen_backlog())]
+
+
 class ServerProcess:
-    """One runprefork or gunicorn master: start it, learn its port and workers, stop it."""
+    """One server's master (runprefork, gunicorn or an anchor): start it, learn its port and
+    workers, stop it."""
 
     def __init__(self, kind: str, worker_class: str, row: Row, args: argparse.Namespace) -> None:
         self.kind = kind
@@ -318,17 +420,27 @@ class ServerProcess:
             common += ["--threads", str(args.threads)]
         if worker_class in ("gthread", "gevent"):
             common += ["--worker-connections", str(args.worker_connections)]
+        self.port = 0
+        self.metrics_url = ""
+        self.wants_metrics = kind == "runprefork" and row.metrics
         if kind == "runprefork":
             self.cmd = [sys.executable, "-m", "django", "runprefork", f"--settings={settings}",
                         *common]
-        else:
+            if self.wants_metrics:
+                self.cmd += ["--metrics-bind", "127.0.0.1:0"]
+        elif kind == "gunicorn":
             self.cmd = [sys.executable, "-m", "gunicorn", *common, f"{module}:application"]
             if args.gunicorn_has_no_control_socket:
                 self.cmd.insert(3, "--no-control-socket")  # shared path across instances
+        else:
+            launcher = anchor_command(kind)
+            if launcher is None:
+                raise RuntimeError(f"anchor {kind} is not installed")
+            self.port = free_port()
+            self.cmd = [*launcher, *anchor_args(kind, row, self.port, args)]
         self.env = server_env(settings)
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
-        self.port = 0
         self.workers: list[int] = []
         self._known: set[int] = set()
 
@@ -338,13 +450,19 @@ class ServerProcess:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         threading.Thread(target=self._read, daemon=True).start()
         deadline = time.monotonic() + timeout
-        while not self.port:
+        while not self.port or (self.wants_metrics and not self.metrics_url):
             for line in self.lines[:]:
                 match = LISTEN_RE.search(line)
-                if match:
+                if match and not self.port:
                     self.port = int(match.group(1))
+                match = METRICS_RE.search(line)
+                if match:
+                    self.metrics_url = match.group(1)
             self._check_alive(deadline)
             time.sleep(0.05)
+        # Workers are the master's children (runprefork's zygote aside) for every server:
+        # the workers runprefork's zygote forks are re-parented to the master (a subreaper),
+        # gunicorn's and uWSGI's masters fork theirs, granian starts its as child processes.
         while True:
             self.workers = children_of(self.proc.pid)
             self._known |= set(self.workers)
@@ -483,11 +601,60 @@ class Measurement:
     worker_shares: list[float] = field(default_factory=list)
 
 
+class MetricsScraper(threading.Thread):
+    """GETs runprefork's /metrics once a second during the load, as Prometheus would: the
+    metrics row measures serving with metrics on *and* read (issue 13)."""
+
+    def __init__(self, url: str, interval: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.interval = interval
+        self.scrapes = 0
+        self.failures: list[str] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        # The first scrape as the load starts, then one a second: even a 1 s smoke run
+        # reads /metrics under load.
+        while True:
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as resp:
+                    body = resp.read()
+                if b"prefork_requests_total" not in body:
+                    self.failures.append("no prefork_requests_total in /metrics")
+            except (OSError, urllib.error.HTTPError) as exc:
+                self.failures.append(str(exc))
+            self.scrapes += 1
+            if self._stop_event.wait(self.interval):
+                return
+
+    def stop(self) -> str:
+        """Stop scraping; an error text if a scrape failed, else ""."""
+        self._stop_event.set()
+        self.join(timeout=10)
+        if not self.scrapes:
+            return "no /metrics scrape during the load"
+        if self.failures:
+            return f"{len(self.failures)} of {self.scrapes} /metrics scrapes failed: " \
+                   f"{self.failures[0][:80]}"
+        return ""
+
+
+#: Something run beside the measured load (bench/scaling.py's slow clients): called with
+#: the server's port, entered before the load starts and left after it; what it yields is
+#: ignored, and an exception it raises fails the measurement.
+During = Callable[[int], AbstractContextManager[object]]
+
+
 def measure(kind: str, worker_class: str, row: Row, args: argparse.Namespace, wrk: str | None,
-            workdir: Path) -> Measurement:
+            workdir: Path, during: During | None = None) -> Measurement:
     """Start a server, warm it, load it for `duration` s, read /proc around it, stop it."""
     result = Measurement(kind, worker_class, row.name)
-    server = ServerProcess(kind, worker_class, row, args)
+    try:
+        server = ServerProcess(kind, worker_class, row, args)
+    except RuntimeError as exc:
+        result.ok, result.error = False, str(exc)
+        return result
     try:
         server.start(args.workers)
         wait_ready(server.port, row)
@@ -503,14 +670,24 @@ def measure(kind: str, worker_class: str, row: Row, args: argparse.Namespace, wr
         # runprefork's zygote forks the workers and serves nothing: its CPU and memory count
         # as the server's, but it is no worker for the CPU spread.
         workers = [pid for pid in children if not is_zygote(pid)]
-        pids = [server.proc.pid, *children]
+        # CPU of the whole tree, as memory: any helper below a worker counts too.
+        pids = process_tree(server.proc.pid)
         before = {pid: cpu_seconds(pid) for pid in pids}
         sampler = MemorySampler(server.proc.pid)
         sampler.start()
-        stats = run_load(load_command(wrk, row, server.port, args.duration,
-                                      args.client_threads, workdir), args.duration)
+        scraper = MetricsScraper(server.metrics_url) if server.wants_metrics else None
+        if scraper is not None:
+            scraper.start()
+        try:
+            with during(server.port) if during else contextlib.nullcontext():
+                stats = run_load(load_command(wrk, row, server.port, args.duration,
+                                              args.client_threads, workdir), args.duration)
+        finally:
+            scrape_error = scraper.stop() if scraper is not None else ""
         after = {pid: cpu_seconds(pid) for pid in pids}
         peak_kb = sampler.stop()
+        if scrape_error:  # metrics that cannot be read are a failed row, not a footnote
+            raise RuntimeError(scrape_error)
         if set(server.refresh_workers()) != set(children):
             result.error = "a worker was replaced during the run (CPU of the new one not counted)"
     except Exception as exc:  # report the row as failed, go on with the others
@@ -520,10 +697,19 @@ def measure(kind: str, worker_class: str, row: Row, args: argparse.Namespace, wr
     finally:
         server.stop()
 
-    deltas = {pid: (after[pid] or 0.0) - (before[pid] or 0.0) for pid in pids
+    fill_result(result, stats, before, after, workers, peak_kb, args.duration)
+    return result
+
+
+def fill_result(result: Measurement, stats: dict[str, Any], before: dict[int, float | None],
+                after: dict[int, float | None], workers: list[int], peak_kb: int,
+                duration: float) -> None:
+    """The measurement's figures from the load generator's summary and the CPU times read
+    before and after the load (every PID of the trees measured; `workers` among them)."""
+    deltas = {pid: (after.get(pid) or 0.0) - (before[pid] or 0.0) for pid in before
               if before[pid] is not None}
     result.requests = stats["requests"]
-    seconds = stats["duration_us"] / 1e6 or args.duration
+    seconds = stats["duration_us"] / 1e6 or duration
     result.rps = stats["requests"] / seconds
     result.p50_ms = stats["p50"] / 1000
     result.p99_ms = stats["p99"] / 1000
@@ -534,7 +720,6 @@ def measure(kind: str, worker_class: str, row: Row, args: argparse.Namespace, wr
     worker_cpu = [deltas.get(pid, 0.0) for pid in workers]
     total = sum(worker_cpu)
     result.worker_shares = [c / total for c in worker_cpu] if total else []
-    return result
 
 
 def in_process_cpu(row: Row, seconds: float, gevent: bool = False) -> float | None:
@@ -585,7 +770,8 @@ class Cell:
 def aggregate(ms: list[Measurement], app_cpu: float | None) -> Cell:
     good = [m for m in ms if m.ok and m.requests]
     if not good:
-        return Cell(False, error=(ms[0].error if ms else "not run"))
+        return Cell(False, error=(ms[0].error or "no request completed during the load")
+                    if ms else "not run")
     med = statistics.median
     cell = Cell(
         True,
@@ -630,42 +816,87 @@ def shares(c: Cell) -> str:
 HEADER = ["row", "class", "req/s rp", "req/s gu", "ratio", "p50 ms rp/gu", "p99 ms rp/gu",
           "errors rp/gu", "CPU µs/req rp/gu", "app share rp/gu", "PSS MB tree rp/gu",
           "worker CPU % rp | gu"]
+#: Added to HEADER when anchors ran: their req/s (the second table has the rest) and
+#: runprefork's ratio to the better of them.
+ANCHOR_COLUMNS = ["req/s anchors", "rp/best anchor"]
+ANCHOR_HEADER = ["row", "anchor", "req/s", "p50 ms", "p99 ms", "errors", "CPU µs/req",
+                 "app share", "PSS MB tree", "worker CPU %"]
+
+ANCHOR_LEGEND = ("uwsgi errors: its --http-socket closes the connection after each response "
+                 "without a Connection: close header, and wrk counts each such close as a "
+                 "read error (the response was complete): about one per request")
+
+Cells = dict[tuple[str, str, str], Cell]
 
 
-def table_rows(cells: dict[tuple[str, str, str], Cell], rows: list[Row],
-               classes: list[str]) -> list[list[str]]:
+def best_anchor(cells: Cells, anchors: list[str], row: str) -> tuple[str, Cell] | None:
+    """The anchor with the most req/s on this row, among those that completed it."""
+    done = [(name, cells[(name, ANCHOR_CLASS, row)]) for name in anchors
+            if (name, ANCHOR_CLASS, row) in cells and cells[(name, ANCHOR_CLASS, row)].ok]
+    return max(done, key=lambda item: item[1].rps) if done else None
+
+
+def table_rows(cells: Cells, rows: list[Row], classes: list[str],
+               anchors: list[str]) -> list[list[str]]:
     out = []
     for wc in classes:
         for row in rows:
             rp, gu = cells[("runprefork", wc, row.name)], cells[("gunicorn", wc, row.name)]
             ratio = f"{rp.rps / gu.rps:.2f}x" if rp.ok and gu.ok and gu.rps else "n/a"
-            out.append([
+            line = [
                 row.name, wc, fmt(rp.rps) if rp.ok else "n/a", fmt(gu.rps) if gu.ok else "n/a",
                 ratio, pair(rp, gu, "p50_ms", 1), pair(rp, gu, "p99_ms", 1),
                 pair(rp, gu, "errors"), pair(rp, gu, "cpu_per_req_us"),
                 pair(rp, gu, "app_share", pct=True), pair(rp, gu, "peak_mem_mb", 1),
                 f"{shares(rp)} | {shares(gu)}",
-            ])
+            ]
+            if anchors:
+                measured = [cells.get((name, ANCHOR_CLASS, row.name)) for name in anchors]
+                line.append(" / ".join(fmt(c.rps) if c is not None and c.ok else
+                                       ("-" if c is None else "n/a") for c in measured))
+                best = best_anchor(cells, anchors, row.name)
+                line.append(f"{rp.rps / best[1].rps:.2f}x {best[0]}"
+                            if best and rp.ok and best[1].rps else "n/a")
+            out.append(line)
     return out
 
 
-def render_text(table: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [HEADER, *table]) for i in range(len(HEADER))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(HEADER, widths, strict=True))]
+def anchor_table_rows(cells: Cells, rows: list[Row], anchors: list[str]) -> list[list[str]]:
+    """One line per (row, anchor) the run measured."""
+    out = []
+    for row in rows:
+        for name in anchors:
+            c = cells.get((name, ANCHOR_CLASS, row.name))
+            if c is None:
+                continue
+            if not c.ok:
+                out.append([row.name, name, *["n/a"] * (len(ANCHOR_HEADER) - 2)])
+                continue
+            out.append([row.name, name, fmt(c.rps), fmt(c.p50_ms, 1), fmt(c.p99_ms, 1),
+                        fmt(c.errors), fmt(c.cpu_per_req_us),
+                        f"{c.app_share * 100:.0f}%" if c.app_share is not None else "?",
+                        fmt(c.peak_mem_mb, 1), shares(c)])
+    return out
+
+
+def render_text(table: list[list[str]], header: list[str] = HEADER) -> str:
+    widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in table]
     return "\n".join(lines)
 
 
-def render_markdown(table: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+def render_markdown(table: list[list[str]], header: list[str] = HEADER) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in table]
     return "\n".join(lines)
 
 
-def targets(cells: dict[tuple[str, str, str], Cell], rows: list[Row], classes: list[str],
+def targets(cells: Cells, rows: list[Row], classes: list[str],
             args: argparse.Namespace) -> list[tuple[str, str, str]]:
-    """(PASS|FAIL|SKIP, target, detail) for each target of issue 6 that this run can judge."""
+    """(PASS|FAIL|SKIP, target, detail) for each target (issues 6, 13, 16) this run can
+    judge."""
     names = {r.name for r in rows}
     out: list[tuple[str, str, str]] = []
 
@@ -693,6 +924,39 @@ def targets(cells: dict[tuple[str, str, str], Cell], rows: list[Row], classes: l
             share = rp.app_share or 0.0
             out.append((verdict(ratio >= 1.25 and share >= 0.60), label,
                         f"{ratio:.2f}x, app share {share * 100:.0f}%"))
+    for wc in classes:  # issue 13: the ratio holds with metrics on and scraped
+        rp = cell("runprefork", wc, "django-hello-metrics")
+        gu = cell("gunicorn", wc, "django-hello-metrics")
+        label = (f"[{wc}] Django hello keep-alive, runprefork with --metrics-bind scraped "
+                 "every 1 s: req/s >= 1.25x gunicorn")
+        if "django-hello-metrics" not in names or not (rp.ok and gu.ok):
+            out.append(("SKIP", label, "row not run or failed"))
+        else:
+            ratio = rp.rps / gu.rps
+            plain_rp, plain_gu = cell("runprefork", wc, "django-hello"), \
+                cell("gunicorn", wc, "django-hello")
+            without = (f" (without metrics {plain_rp.rps / plain_gu.rps:.2f}x)"
+                       if plain_rp.ok and plain_gu.ok else "")
+            out.append((verdict(ratio >= 1.25), label, f"{ratio:.2f}x{without}"))
+    anchor_rows = [name for name in ("django-hello", "django-100k") if name in names]
+    for wc in classes:  # issue 16, item 2
+        label = (f"[{wc}] Django hello and Django 100 KB: req/s >= 1.1x the better anchor "
+                 f"({'/'.join(ANCHORS)})")
+        if not args.anchors or not anchor_rows:
+            out.append(("SKIP", label, "no anchor or neither row run"))
+            continue
+        details, ok, judged = [], True, 0
+        for name in anchor_rows:
+            rp, best = cell("runprefork", wc, name), best_anchor(cells, args.anchors, name)
+            if not rp.ok or best is None or not best[1].rps:
+                details.append(f"{name}: not measured")
+                ok = False
+                continue
+            judged += 1
+            ratio = rp.rps / best[1].rps
+            ok = ok and ratio >= 1.1
+            details.append(f"{name} {ratio:.2f}x {best[0]}")
+        out.append((verdict(ok) if judged else "SKIP", label, ", ".join(details)))
     rp = cell("runprefork", "gevent", "django-sleep50")
     limit = min(ROWS["django-sleep50"].clients, args.workers * args.worker_connections) \
         / SLEEP_SECONDS
@@ -739,23 +1003,14 @@ def targets(cells: dict[tuple[str, str, str], Cell], rows: list[Row], classes: l
 
 # -- main ----------------------------------------------------------------------------------
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Benchmark runprefork against gunicorn (see docs/benchmarks.md).")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"smoke run: rows {','.join(QUICK_ROWS)}, 3 s, 1 repeat")
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options bench/run.py and bench/scaling.py share (what measure() reads)."""
     parser.add_argument("--duration", type=float, help="seconds of load per measurement "
                         "(default 10; 3 with --quick)")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before "
                         "each measurement (default 1)")
-    parser.add_argument("--rows", help=f"comma-separated, from: {', '.join(ROWS)}")
-    parser.add_argument("--worker-classes", default=",".join(WORKER_CLASSES),
-                        help="comma-separated (default sync,gthread,gevent)")
     parser.add_argument("--repeat", type=int, help="measurements per server and row; the "
                         "median is reported (default 3; 1 with --quick)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                        help="workers for both servers (default: the number of cores)")
-    parser.add_argument("--threads", type=int, default=4, help="gthread threads (default 4)")
     parser.add_argument("--worker-connections", type=int, default=1000,
                         help="gthread/gevent worker connections (default 1000, both servers' "
                         "default)")
@@ -763,12 +1018,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="load generator (default wrk, bench/loadgen.py if absent)")
     parser.add_argument("--client-threads", type=int, default=1,
                         help="wrk threads (default 1: leaves the cores to the servers)")
-    parser.add_argument("--even-tolerance", type=float, default=1.25,
-                        help="busiest worker's CPU share over its fair share, at most "
-                        "(default 1.25)")
     parser.add_argument("--no-install", action="store_true",
                         help="never install anything (no venv, no apt-get)")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark runprefork against gunicorn, with granian and uWSGI as anchors "
+        "(see docs/benchmarks.md).")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: rows {','.join(QUICK_ROWS)}, 3 s, 1 repeat")
+    add_common_arguments(parser)
+    parser.add_argument("--rows", help=f"comma-separated, from: {', '.join(ROWS)}")
+    parser.add_argument("--worker-classes", default=",".join(WORKER_CLASSES),
+                        help="comma-separated (default sync,gthread,gevent)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                        help="workers for every server (default: the number of cores)")
+    parser.add_argument("--threads", type=int, default=4, help="gthread threads (default 4)")
+    parser.add_argument("--anchors", help="comma-separated anchors to measure beside gunicorn, "
+                        f"from {','.join(ANCHORS)}, or none (default: those that can be "
+                        "installed)")
+    parser.add_argument("--granian-blocking-threads", type=int, default=1,
+                        help="granian's WSGI threads per worker (default 1, see "
+                        "docs/benchmarks.md)")
+    parser.add_argument("--even-tolerance", type=float, default=1.25,
+                        help="busiest worker's CPU share over its fair share, at most "
+                        "(default 1.25)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target FAILs")
     args = parser.parse_args(argv)
     if args.duration is None:
@@ -782,27 +1058,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     classes = args.worker_classes.split(",")
     if any(c not in WORKER_CLASSES for c in classes):
         parser.error(f"worker classes are {', '.join(WORKER_CLASSES)}")
+    parse_anchors(parser, args)
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def parse_anchors(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """args.anchors as a list; args.anchors_explicit: named on the command line (then one
+    that cannot be installed stops the run instead of being left out)."""
+    args.anchors_explicit = args.anchors is not None
+    if args.anchors is None:
+        args.anchors = list(ANCHORS)
+    elif args.anchors == "none":
+        args.anchors, args.anchors_explicit = [], False
+    else:
+        args.anchors = args.anchors.split(",")
+        unknown = [a for a in args.anchors if a not in ANCHORS]
+        if unknown:
+            parser.error(f"unknown anchors {unknown}; choose from {', '.join(ANCHORS)} "
+                         "or none")
+
+
+def prepare(args: argparse.Namespace) -> str | None:
+    """Environment, client and gunicorn's flags: what every measuring script does first.
+    Returns wrk's path (None: bench/loadgen.py)."""
     ensure_python_env(args)
     wrk = ensure_wrk(args)
     help_text = subprocess.run([sys.executable, "-m", "gunicorn", "--help"],
                                capture_output=True, text=True).stdout
     args.gunicorn_has_no_control_socket = "--no-control-socket" in help_text
+    return wrk
 
-    rows = [ROWS[name] for name in (args.rows.split(",") if args.rows else
-                                    (QUICK_ROWS if args.quick else ROWS))]
-    classes = args.worker_classes.split(",")
-    facts = machine_facts(wrk)
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()), flush=True)
-    print(f"plan: {len(rows)} rows x {len(classes)} classes x 2 servers x {args.repeat} "
-          f"repeats, {args.duration:g} s each (+{args.warmup:g} s warm-up), "
-          f"workers={args.workers}, threads={args.threads}, "
-          f"worker-connections={args.worker_connections}", flush=True)
 
+def ensure_data_file(rows: list[Row]) -> None:
+    """The 10 MB file of the file row, made once in the temporary directory."""
     if any(r.path == "/file" for r in rows):
         data_file = Path(tempfile.gettempdir()) / "django-prefork-bench-10m.bin"
         os.environ["BENCH_FILE"] = str(data_file)
@@ -811,10 +1099,35 @@ def main(argv: list[str] | None = None) -> int:
 
         ensure_file()
 
+
+def print_measurement(m: Measurement, label: str) -> None:
+    state = (f"{m.rps:,.0f} req/s p99 {m.p99_ms:.1f} ms {m.cpu_per_req_us:,.0f} µs/req "
+             f"{m.peak_mem_mb:.1f} MB" if m.ok else f"FAILED: {m.error}")
+    print(f"  {label} {state}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    wrk = prepare(args)
+
+    rows = [ROWS[name] for name in (args.rows.split(",") if args.rows else
+                                    (QUICK_ROWS if args.quick else ROWS))]
+    classes = args.worker_classes.split(",")
+    anchors: list[str] = args.anchors
+    facts = machine_facts(wrk)
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()), flush=True)
+    print(f"plan: {len(rows)} rows x {len(classes)} classes x 2 servers x {args.repeat} "
+          f"repeats, {args.duration:g} s each (+{args.warmup:g} s warm-up), "
+          f"workers={args.workers}, threads={args.threads}, "
+          f"worker-connections={args.worker_connections}; anchors "
+          f"{', '.join(anchors) or 'none'} once per row", flush=True)
+    ensure_data_file(rows)
+
     # The reference of each (row, worker class): gevent's with the standard library patched.
     app_cpu: dict[str, float | None] = {}
     for row in rows:
-        for patched in sorted({wc == "gevent" for wc in classes}):
+        for patched in sorted({wc == "gevent" for wc in classes} | ({False} if anchors
+                                                                      else set())):
             key = reference_key(row.name, "gevent" if patched else "sync")
             app_cpu[key] = in_process_cpu(row, 1.0 if not args.quick else 0.5, gevent=patched)
             if app_cpu[key] is not None:
@@ -825,57 +1138,80 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for wc in classes:
             for row in rows:
+                # The anchors have one configuration each, not one per worker class: they are
+                # measured with the first class, in the same alternation as the two servers.
+                # The metrics row is runprefork's own setting: no anchor there.
+                with_anchors = wc == classes[0] and not row.metrics
+                kinds = (*SERVERS, *(anchors if with_anchors else ()))
                 for i in range(args.repeat):
-                    order = SERVERS if i % 2 == 0 else SERVERS[::-1]
-                    for kind in order:
-                        m = measure(kind, wc, row, args, wrk, Path(tmp))
+                    for kind in (kinds if i % 2 == 0 else kinds[::-1]):
+                        slot = ANCHOR_CLASS if kind in ANCHORS else wc
+                        m = measure(kind, slot, row, args, wrk, Path(tmp))
                         measurements.append(m)
-                        state = (f"{m.rps:,.0f} req/s p99 {m.p99_ms:.1f} ms "
-                                 f"{m.cpu_per_req_us:,.0f} µs/req {m.peak_mem_mb:.1f} MB"
-                                 if m.ok else f"FAILED: {m.error}")
-                        print(f"  {wc:7} {row.name:18} #{i + 1} {kind:10} {state}", flush=True)
+                        print_measurement(m, f"{slot:7} {row.name:20} #{i + 1} {kind:10}")
 
-    cells = {}
-    for kind in SERVERS:
-        for wc in classes:
-            for row in rows:
-                ms = [m for m in measurements
-                      if (m.server, m.worker_class, m.row) == (kind, wc, row.name)]
-                cells[(kind, wc, row.name)] = aggregate(ms, app_cpu[reference_key(row.name, wc)])
-    table = table_rows(cells, rows, classes)
+    cells: Cells = {}
+    for m in measurements:
+        key = (m.server, m.worker_class, m.row)
+        if key not in cells:
+            ms = [x for x in measurements if (x.server, x.worker_class, x.row) == key]
+            ref = reference_key(m.row, "sync" if m.worker_class == ANCHOR_CLASS
+                                else m.worker_class)
+            cells[key] = aggregate(ms, app_cpu[ref])
+    header = HEADER + (ANCHOR_COLUMNS if anchors else [])
+    table = table_rows(cells, rows, classes, anchors)
+    anchor_table = anchor_table_rows(cells, rows, anchors)
     verdicts = targets(cells, rows, classes, args)
+    legend = (f"rp = runprefork, gu = gunicorn; medians of {args.repeat} run(s); errors = "
+              "non-2xx/3xx + socket errors; CPU and PSS = the whole process tree; app share = "
+              "in-process app CPU / server CPU per request"
+              + (f"; req/s anchors = {' / '.join(anchors)}" if anchors else ""))
 
     print()
-    print(render_text(table))
-    print("\nrp = runprefork, gu = gunicorn; medians of", args.repeat, "run(s); errors = "
-          "non-2xx/3xx + socket errors; CPU = master + workers; app share = in-process app "
-          "CPU / server CPU per request")
+    print(render_text(table, header))
+    print("\n" + legend)
+    if anchor_table:
+        print("\nanchors (one configuration each, measured with the "
+              f"{classes[0]} rows):\n")
+        print(render_text(anchor_table, ANCHOR_HEADER))
+        print("\n" + ANCHOR_LEGEND)
     print()
     for state, label, detail in verdicts:
         print(f"{state:4}  {label}: {detail}")
 
     if not args.no_save:
-        RESULTS_DIR.mkdir(exist_ok=True)
-        stamp = dt.datetime.now()
-        md = RESULTS_DIR / f"{stamp:%Y-%m-%d}.md"
         command = "python bench/run.py " + " ".join(sys.argv[1:])
-        text = [f"## Run of {stamp:%Y-%m-%d %H:%M:%S}", "", f"Command: `{command.strip()}`", "",
-                "Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()), "",
-                f"Workers {args.workers}, gthread threads {args.threads}, worker connections "
-                f"{args.worker_connections}; {args.repeat} repeat(s) of {args.duration:g} s; "
-                "medians.", "", render_markdown(table), "",
-                *[f"- **{s}** {label}: {detail}" for s, label, detail in verdicts], "", ""]
-        with open(md, "a", encoding="utf-8") as f:
-            f.write("\n".join(text))
-        raw = RESULTS_DIR / f"{stamp:%Y-%m-%d-%H%M%S}.json"
-        raw.write_text(json.dumps({
-            "facts": facts, "args": {k: v for k, v in vars(args).items()},
-            "app_cpu_per_req": app_cpu,
-            "measurements": [asdict(m) for m in measurements],
-        }, indent=1))
-        print(f"\nwritten: {md.relative_to(REPO_ROOT)}, {raw.relative_to(REPO_ROOT)}")
+        setup = (f"Workers {args.workers}, gthread threads {args.threads}, worker connections "
+                 f"{args.worker_connections}, granian blocking threads "
+                 f"{args.granian_blocking_threads}; {args.repeat} repeat(s) of "
+                 f"{args.duration:g} s; medians.")
+        body = [render_markdown(table, header), "", legend]
+        if anchor_table:
+            body += ["", "Anchors:", "", render_markdown(anchor_table, ANCHOR_HEADER), "",
+                     ANCHOR_LEGEND]
+        save_results("", command, facts, setup, body, verdicts,
+                     {"args": vars(args), "app_cpu_per_req": app_cpu,
+                      "measurements": [asdict(m) for m in measurements]})
     # Missed targets are results, not errors; --strict turns them into the exit status.
     return 1 if args.strict and any(s == "FAIL" for s, _, _ in verdicts) else 0
+
+
+def save_results(prefix: str, command: str, facts: dict[str, str], setup: str,
+                 body: list[str], verdicts: list[tuple[str, str, str]],
+                 raw: dict[str, Any]) -> None:
+    """Append the markdown to bench/results/<prefix><date>.md, the raw numbers beside it."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = dt.datetime.now()
+    md = RESULTS_DIR / f"{prefix}{stamp:%Y-%m-%d}.md"
+    text = [f"## Run of {stamp:%Y-%m-%d %H:%M:%S}", "", f"Command: `{command.strip()}`", "",
+            "Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()), "", setup, "",
+            *body, "", *[f"- **{s}** {label}: {detail}" for s, label, detail in verdicts],
+            "", ""]
+    with open(md, "a", encoding="utf-8") as f:
+        f.write("\n".join(text))
+    raw_path = RESULTS_DIR / f"{prefix}{stamp:%Y-%m-%d-%H%M%S}.json"
+    raw_path.write_text(json.dumps({"facts": facts, **raw}, indent=1, default=str))
+    print(f"\nwritten: {md.relative_to(REPO_ROOT)}, {raw_path.relative_to(REPO_ROOT)}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ from django.views.decorators.csrf import csrf_exempt
 from benchproject.data import file_path
 
 BIG = b"x" * (100 * 1024)
+#: Loop rounds of the CPU-bound view: roughly 5 ms of CPU on the benchmark machine;
+#: bench/scaling.py prints the in-process figure of every run (bench/inprocess.py --path /cpu).
+CPU_ROUNDS = 25_000
 
 
 def hello(request: HttpRequest) -> HttpResponse:
@@ -37,6 +40,15 @@ def sleep(request: HttpRequest) -> HttpResponse:
     """
     time.sleep(0.05)
     return HttpResponse(b"slept 50 ms", content_type="text/plain")
+
+
+def cpu(request: HttpRequest) -> HttpResponse:
+    """About 5 ms of pure-Python work holding the GIL: a CPU-bound view (templates, JSON
+    encoding, business logic) for bench/scaling.py, where threads cannot overlap requests."""
+    total = 0
+    for i in range(CPU_ROUNDS):
+        total += i * i % 7
+    return HttpResponse(str(total).encode(), content_type="text/plain")
 
 
 def big(request: HttpRequest) -> HttpResponse:
