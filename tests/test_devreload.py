@@ -7,6 +7,7 @@ line and the old code serves on (no reload loop); the fixed save is served.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -176,3 +177,30 @@ def test_a_missing_extra_file_is_refused_in_one_line(tmp_path: Path):
         assert server.wait_exit(timeout=60) != 0
         lines = [line for line in server.lines if "--reload-extra-file" in line]
         assert len(lines) == 1 and missing in lines[0] and "Fix:" in lines[0], server.output
+
+
+def test_a_long_watch_list_is_split_into_messages_the_master_can_read():
+    """A control-socket message is read into a 64 KiB buffer: a project with thousands of
+    long paths is sent in pieces, each of which parses, and together they are the list."""
+    from django_prefork.server.devreload import WatchList
+    from django_prefork.workers.reloadfiles import split
+
+    files = frozenset(f"/srv/{'deep/' * 20}module_{n}.py" for n in range(3000))
+    messages = split(WatchList(files, frozenset({"/srv/templates/**/*"})))
+    assert len(messages) > 1 and all(len(m) < 65536 - 1 for m in messages)
+    parts = [WatchList.from_json(json.loads(m)) for m in messages]
+    assert frozenset().union(*(p.files for p in parts)) == files
+    assert frozenset().union(*(p.globs for p in parts)) == {"/srv/templates/**/*"}
+
+
+def test_an_inotify_engine_that_cannot_be_set_up_is_refused_in_one_line(monkeypatch):
+    from django_prefork.conf import load_config
+    from django_prefork.server import devreload
+
+    monkeypatch.setattr(devreload, "inotify_problem", lambda: "inotify_init1 failed: EMFILE")
+    cfg = load_config(cli={"reload": True, "reload_engine": "inotify"})
+    (problem,) = devreload.config_problems(cfg)
+    assert "--reload-engine inotify" in problem and "EMFILE" in problem
+    assert "Fix: use --reload-engine poll" in problem and "\n" not in problem
+    # auto falls back to polling instead
+    assert devreload.config_problems(cfg.replace(reload_engine="auto")) == []
