@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from server import Server, wait_until
+from server import Server, children_of, is_zygote, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -154,6 +154,21 @@ def test_a_new_file_that_fails_to_import_is_watched_until_fixed(tmp_path: Path):
 
         helper.write_text("WORD = 'from the helper'\n")
         served_within(server, "/text", "from the helper", "poll: the new module fixed")
+
+
+def test_a_master_that_keeps_django_lists_the_first_generations_files(tmp_path: Path):
+    """A project LOGGING that routes our loggers keeps Django in the master, which forks the
+    first generation itself: no zygote reports its files, so the master lists them."""
+    project = Project(tmp_path)
+    with (tmp_path / "devsettings.py").open("a") as f:
+        f.write("LOGGING = {'version': 1, 'handlers': {'console': "
+                "{'class': 'logging.StreamHandler'}}, 'loggers': {'django_prefork': "
+                "{'handlers': ['console'], 'level': 'INFO', 'propagate': False}}}\n")
+    with project.server("--reload-engine", "poll") as server:
+        server.start()
+        assert not any(is_zygote(pid) for pid in children_of(server.pid))  # forked by it
+        project.write_views("edited")
+        served_within(server, "/text", "edited", "poll, master with Django: view edited")
 
 
 def test_reload_with_preload_is_refused_in_one_line(tmp_path: Path):
