@@ -171,6 +171,18 @@ def test_a_master_that_keeps_django_lists_the_first_generations_files(tmp_path: 
         served_within(server, "/text", "edited", "poll, master with Django: view edited")
 
 
+def test_exec_workers_have_their_files_listed_by_a_probe(tmp_path: Path):
+    """Without zygotes (DJANGO_PREFORK_NO_ZYGOTE: the path of a platform with no child
+    subreaper) the lean master execs each worker: a probe lists the first generation's files."""
+    project = Project(tmp_path)
+    server = project.server("--reload-engine", "poll")
+    server.env["DJANGO_PREFORK_NO_ZYGOTE"] = "1"
+    with server:
+        server.start()
+        project.write_views("edited")
+        served_within(server, "/text", "edited", "poll, exec workers: view edited")
+
+
 def test_reload_with_preload_is_refused_in_one_line(tmp_path: Path):
     project = Project(tmp_path)
     server = project.server("--preload")

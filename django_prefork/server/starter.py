@@ -299,8 +299,11 @@ def start_generation(number: int, cfg: Config, board: LoadBoard, *, method: str,
     if method == "zygote":
         return ZygoteGeneration(number, cfg, board, boot=zygote(probe=False))
     # fork and exec workers need no interpreter of the generation's own, but a HUP's new
-    # settings (and code) must be read in one: a probe reads them, reports, and exits.
-    boot = zygote(probe=True) if reread else None
+    # settings (and code) must be read in one: a probe reads them, reports, and exits. With
+    # --reload an exec generation also needs one to list its files (a forking master that
+    # has the project imported lists them itself).
+    probe = reread or (method == "exec" and bool(cfg.reload))
+    boot = zygote(probe=True) if probe else None
     if method == "fork":
         return ForkGeneration(number, cfg, board, boot=boot, fork=fork)
     return ExecGeneration(number, cfg, board, boot=boot)
