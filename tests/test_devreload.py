@@ -138,6 +138,17 @@ def test_edits_are_served_and_a_syntax_error_keeps_the_old_code(tmp_path: Path, 
         assert body(server, "/text") == "fourth"
 
 
+@pytest.mark.parametrize("worker_class", ["gthread", "gevent"])
+def test_every_worker_class_reloads(tmp_path: Path, worker_class: str):
+    project = Project(tmp_path)
+    with project.server("-k", worker_class) as server:
+        server.start()
+        server.wait_for_line(r"Watching \d+ files and \d+ patterns for changes "
+                             r"\(--reload, inotify\)")  # auto: inotify on Linux
+        project.write_views("edited")
+        served_within(server, "/text", "edited", f"auto, {worker_class}: view edited")
+
+
 def test_a_new_file_that_fails_to_import_is_watched_until_fixed(tmp_path: Path):
     """The failed attempt's own files stay watched: views now import a new module with a
     SyntaxError; saving the fixed module (not the views) reloads."""

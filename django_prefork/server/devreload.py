@@ -357,8 +357,10 @@ class DevReloader:
         before = len(self.engine.files)
         self.engine.watch(set(watch_list.files), set(watch_list.globs))
         if len(self.engine.files) != before:
-            log.debug("--reload: watching %s files and %s patterns (%s engine)",
-                      len(self.engine.files), len(watch_list.globs), self.engine.name)
+            # Said once at start (the operator learns it works, and how); later at debug.
+            level = logging.INFO if not before else logging.DEBUG
+            log.log(level, "Watching %s files and %s patterns for changes (--reload, %s)",
+                    len(self.engine.files), len(watch_list.globs), self.engine.name)
 
     def fds(self) -> list[int]:
         return self.engine.fds()
