@@ -290,6 +290,9 @@ class Config:
     umask: int
     reload_batch: int
     reload_warmup_path: str | None
+    reload: bool
+    reload_engine: str
+    reload_extra_files: list[str]
     proc_name: str | None
     accesslog: str | None
     access_log_format: str

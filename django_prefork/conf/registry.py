@@ -20,6 +20,7 @@ from .validators import (
     ConfigPathRule,
     DirectoryRule,
     DottedPathRule,
+    FilePatternsRule,
     ForwardedIpsRule,
     HeaderNamesRule,
     HeadersRule,
@@ -107,6 +108,7 @@ DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 WORKER_CLASSES = ("sync", "gthread", "gevent")
 HEADER_MAPS = ("drop", "refuse", "dangerous")
+RELOAD_ENGINES = ("auto", "poll", "inotify")
 
 SETTINGS: tuple[Setting, ...] = (
     # -- Server socket
@@ -192,6 +194,26 @@ SETTINGS: tuple[Setting, ...] = (
         "GET this path in each new worker before it counts as ready (5xx = not ready); "
         "not set = off.",
         metavar="PATH",
+    ),
+    Setting(
+        "reload", ("--reload",), False, BoolRule(), "Server mechanics",
+        "Development: reload (as on HUP) when a project Python file, template or extra file "
+        "changes; a broken save keeps the old workers serving. Not with --preload.",
+        action="store_true",
+    ),
+    Setting(
+        "reload_engine", ("--reload-engine",), "auto", ChoiceRule(RELOAD_ENGINES),
+        "Server mechanics",
+        "How --reload sees changes: inotify (Linux), poll (stat every 0.5 s), or auto "
+        "(inotify where it can be set up, else poll).",
+        metavar="{" + ",".join(RELOAD_ENGINES) + "}", choices=RELOAD_ENGINES,
+    ),
+    Setting(
+        "reload_extra_files", ("--reload-extra-file",), [], FilePatternsRule(),
+        "Server mechanics",
+        "With --reload, also watch this file or glob pattern (** recurses; files that match "
+        "later are watched too); repeat for more.",
+        metavar="FILE", action="append",
     ),
     Setting(
         "proc_name", ("-n", "--name"), None, StrRule(optional=True, hint="a short name"),

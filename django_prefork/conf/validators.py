@@ -402,6 +402,29 @@ class RawEnvRule:
         return out
 
 
+class FilePatternsRule:
+    """File paths or glob patterns (``--reload-extra-file``): one string or a list."""
+
+    TO = "a file path or a glob pattern such as 'config/*.yaml'"
+
+    def describe(self) -> str:
+        return "list of file paths or glob patterns"
+
+    def __call__(self, value: Any, strings: bool) -> list[str]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise Invalid(f"must be a list of file paths or patterns, not {_type_name(value)}",
+                          to=self.TO)
+        out: list[str] = []
+        for item in value:
+            if not isinstance(item, str) or not item.strip() or "\0" in item:
+                raise Invalid(f"{item!r} is not a file path or pattern", to=self.TO,
+                              item=item, has_item=True)
+            out.append(item)
+        return out
+
+
 class DirectoryRule:
     """An existing directory (``chdir``), stored absolute; None = stay where we started."""
 

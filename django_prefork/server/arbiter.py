@@ -31,6 +31,7 @@ from django_prefork.conf import Config, parse_bind
 from django_prefork.hooks import HookServer, HookWorker, call_hook
 from django_prefork.metrics.master import MasterObserver, exit_reason
 from django_prefork.server.control import ControlServer, ControlSocketError, open_control_server
+from django_prefork.server.devreload import DevReloader, InotifyUnavailable, WatchList
 from django_prefork.server.notify import Notifier
 from django_prefork.server.pidfile import Pidfile
 from django_prefork.server.signals import STRAY_SIGNALS, StraySignals, in_terminal_foreground
@@ -41,6 +42,7 @@ from django_prefork.server.starter import (
     Generation,
     GenerationFailed,
     GenerationReady,
+    WatchListReported,
     WorkerStarted,
     start_generation,
 )
@@ -171,6 +173,8 @@ class Arbiter:
         # preforkctl's control socket (server/control.py), opened by run(), served by the
         # observer's select.
         self.control: ControlServer | None = None
+        # --reload (server/devreload.py): made when the first watch list arrives.
+        self.devreload: DevReloader | None = None
         self._pipe_r, self._pipe_w = os.pipe()
         for fd in (self._pipe_r, self._pipe_w):
             os.set_blocking(fd, False)
@@ -200,6 +204,7 @@ class Arbiter:
                 self.wait_for_wakeup(self._tick())
                 self.handle_signals()
                 self.poll_generations()
+                self.watch_files()
                 self.reap_workers()
                 self.murder_hung_workers()
                 self.manage_workers()
@@ -233,6 +238,12 @@ class Arbiter:
         self.call_hook("on_starting")
         self.call_hook("when_ready")
         self.generations[0] = self._start_generation(0, reread=False)
+        if self.cfg.reload and self.generations[0].method == "fork" and self.app is None:
+            # Generation 0 forks from this process, which has the project imported (not
+            # the lean master): no zygote lists its files, so list them here.
+            from django_prefork.workers.reloadfiles import watch_list
+
+            self._watch(watch_list(self.cfg))
 
     def open_control_socket(self) -> None:
         """The preforkctl socket; its commands queue signals as _queue_signal does."""
@@ -259,9 +270,12 @@ class Arbiter:
             os.write(self._pipe_w, b".")
 
     def _tick(self) -> float:
-        if any(not r.ready for r in self.workers.values()):
-            return BOOT_TICK
-        return TICK
+        tick = BOOT_TICK if any(not r.ready for r in self.workers.values()) else TICK
+        if self.devreload is not None:
+            wanted = self.devreload.timeout()
+            if wanted is not None:
+                tick = min(tick, wanted)
+        return tick
 
     def wait_for_wakeup(self, timeout: float) -> None:
         if self.signal_queue:
@@ -269,6 +283,8 @@ class Arbiter:
         fds = [self._pipe_r]
         for generation in self._all_generations():
             fds.extend(generation.fds())
+        if self.devreload is not None:
+            fds.extend(self.devreload.fds())
         try:
             ready = self.observer.select(fds, timeout)
         except OSError as exc:
@@ -299,6 +315,17 @@ class Arbiter:
         for generation in self._all_generations():
             self._dispatch(generation, generation.poll())
         self.stopped_generations = [g for g in self.stopped_generations if not g.settled]
+
+    def watch_files(self) -> None:
+        """--reload: a watched file changed, so reload as a HUP does (without on_reload,
+        which is the operator's). A generation that fails leaves the workers serving; the
+        change is seen once, and the next save tries again."""
+        if self.devreload is None or not self.cfg.reload or self.stopping:
+            return
+        path = self.devreload.changed()
+        if path is not None:
+            log.info("Change detected in %s (--reload)", path)
+            self.reload()
 
     def reap_workers(self) -> None:
         while True:
@@ -514,6 +541,8 @@ class Arbiter:
             self.reap_workers_quietly()
             time.sleep(0.02)
         self.close_control_socket()
+        if self.devreload is not None:
+            self.devreload.close()
         self.observer.close()
         if self.pidfile is not None:
             self.pidfile.unlink()
@@ -565,6 +594,18 @@ class Arbiter:
                 self._on_generation_ready(generation)
             elif isinstance(event, GenerationFailed):
                 self._on_generation_failed(generation, event.reason)
+            elif isinstance(event, WatchListReported):
+                self._watch(event.watch_list)
+
+    def _watch(self, watch_list: WatchList) -> None:
+        """Add a generation's files to the watched ones (kept: a failed attempt's too)."""
+        if self.devreload is None:
+            try:
+                self.devreload = DevReloader(self.cfg.reload_engine)
+            except InotifyUnavailable as exc:  # checked at start-up; only if it changed since
+                log.error("--reload-engine inotify: %s; polling instead", exc)
+                self.devreload = DevReloader("poll")
+        self.devreload.adopt(watch_list)
 
     def _on_worker_started(self, generation: Generation, event: WorkerStarted) -> None:
         record = WorkerRecord(event.pid, event.age, event.generation, event.heartbeat)

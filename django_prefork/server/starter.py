@@ -14,6 +14,7 @@ The master drives every kind the same way and never waits on one:
     select([*gen.fds(), ...], tick)    # readable when it has something to report
     for event in gen.poll(): ...       # GenerationReady(cfg) | GenerationFailed(reason)
                                        # | WorkerStarted(age, pid, heartbeat)
+                                       # | WatchListReported(watch_list) with --reload
     gen.use_listeners(listeners)       # once ready: the sockets its workers serve
     gen.start_worker(age, heartbeat)   # reported by a WorkerStarted event (maybe later)
     gen.child_exited(pid, status)      # the master reaped a process: was it ours?
@@ -26,6 +27,7 @@ config with GenerationReady, or one line saying why it cannot start with Generat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django_prefork.conf import Config
+from django_prefork.server.devreload import WatchList
 from django_prefork.server.sockets import Listener
 from django_prefork.server.spawn import spawn_interpreter
 from django_prefork.server.zygote import ZygoteProcess
@@ -70,7 +73,15 @@ class WorkerStarted:
     heartbeat: Heartbeat
 
 
-Event = GenerationReady | GenerationFailed | WorkerStarted
+@dataclass
+class WatchListReported:
+    """--reload: files the generation's interpreter runs (server/devreload.py watches them)."""
+
+    generation: int
+    watch_list: WatchList
+
+
+Event = GenerationReady | GenerationFailed | WorkerStarted | WatchListReported
 #: Forks a worker of the master: (age, heartbeat, cfg) -> pid; the arbiter supplies it, as the
 #: child must let go of the master's own descriptors.
 ForkFunction = Callable[[int, Heartbeat, Config], int]
@@ -160,6 +171,10 @@ class Generation:
             self._ready(Config.from_dict(_json(body)))
         elif kind == b"F" and self.state == BOOTING:
             self._failed(body.decode("utf-8", "replace") or "unknown error")
+        elif kind == b"D":
+            with contextlib.suppress(ValueError):
+                self._events.append(WatchListReported(self.number,
+                                                      WatchList.from_json(json.loads(body))))
 
     def _ready(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -284,8 +299,11 @@ def start_generation(number: int, cfg: Config, board: LoadBoard, *, method: str,
     if method == "zygote":
         return ZygoteGeneration(number, cfg, board, boot=zygote(probe=False))
     # fork and exec workers need no interpreter of the generation's own, but a HUP's new
-    # settings (and code) must be read in one: a probe reads them, reports, and exits.
-    boot = zygote(probe=True) if reread else None
+    # settings (and code) must be read in one: a probe reads them, reports, and exits. With
+    # --reload an exec generation also needs one to list its files (a forking master that
+    # has the project imported lists them itself).
+    probe = reread or (method == "exec" and bool(cfg.reload))
+    boot = zygote(probe=True) if probe else None
     if method == "fork":
         return ForkGeneration(number, cfg, board, boot=boot, fork=fork)
     return ExecGeneration(number, cfg, board, boot=boot)

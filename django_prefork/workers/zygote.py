@@ -19,6 +19,8 @@ Protocol on the control socket (an AF_UNIX SOCK_SEQPACKET pair: one message per 
   sockets the workers serve. Sent once, after "R" (the settings may change the bind list).
 - master → zygote: b"W" + the worker's age, its heartbeat fd attached; zygote → master:
   b"P" + "age pid" once forked.
+- zygote → master, with --reload: b"D" + a JSON watch list (`server/devreload.WatchList`),
+  in one or more messages, after "R" or before "F" (`workers/reloadfiles.py`).
 - In "probe" mode (spec["probe"]) the zygote reports R or F and exits: the generation then
   forks or execs its workers itself.
 Each worker is double-forked so that it is re-parented to the master (a child subreaper):
@@ -63,6 +65,8 @@ def main() -> None:
             sys.stderr.write("Worker failed to boot:\n" + "".join(
                 traceback.format_exception(exc.__cause__)))
             sys.stderr.flush()
+        if spec["cfg"].get("reload"):
+            _send_watch_list(control, spec["cfg"], exc.__cause__ or exc)
         _send(control, b"F" + str(exc).encode("utf-8", "replace"))
         os._exit(ZYGOTE_BOOT_ERROR)
 
@@ -72,6 +76,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the master, which stops us
     _send(control, b"R" + json.dumps(cfg.to_dict()).encode())
+    if cfg.reload:  # after R: listing ~1000 files takes a quarter of a second
+        _send_watch_list(control, cfg.to_dict(), None)
     if spec["probe"]:
         os._exit(0)
     serve_fork_requests(control, cfg, spec)
@@ -170,6 +176,22 @@ def serve_fork_requests(control: socket.socket, cfg: Any, spec: dict[str, Any]) 
         else:
             for fd in fds:
                 os.close(fd)
+
+
+def _send_watch_list(control: socket.socket, cfg_dict: dict[str, Any],
+                     error: BaseException | None) -> None:
+    """--reload: b"D" + the files the master should watch (workers/reloadfiles.py); after a
+    failure, with the files the error was raised in."""
+    from django_prefork.conf import Config
+    from django_prefork.workers.reloadfiles import split, watch_list
+
+    try:
+        messages = split(watch_list(Config.from_dict(cfg_dict), error))
+    except Exception as exc:  # the reload then watches less; it never stops the generation
+        sys.stderr.write(f"--reload: cannot list the files to watch: {describe_error(exc)}\n")
+        return
+    for message in messages:
+        _send(control, b"D" + message)
 
 
 def _send(control: socket.socket, message: bytes) -> None:

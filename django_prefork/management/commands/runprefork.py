@@ -256,10 +256,11 @@ def startup_problems(cfg: Config) -> list[str]:
     file must be writable, or its directory must be (nothing is created here).
     """
     from django_prefork.http.tls import tls_problem
+    from django_prefork.server.devreload import config_problems as reload_problems
     from django_prefork.server.pidfile import Pidfile
     from django_prefork.server.upgrade import old_master_pid
 
-    problems: list[str] = []
+    problems: list[str] = reload_problems(cfg)  # --reload with --preload, inotify, files
     tls = tls_problem(cfg)  # the certificate and key, read as every worker will read them
     if tls:
         problems.append(tls)
