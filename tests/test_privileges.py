@@ -112,15 +112,18 @@ def _access_lines(path: Path) -> list[str]:
 
 
 @needs_root
-@pytest.mark.parametrize("mode", ["zygote", "preload"])
+@pytest.mark.parametrize("mode", ["zygote", "preload", "exec"])
 def test_workers_run_as_user_and_group(traversable: None, shared_dir: Path, mode: str) -> None:
+    """zygote: the default; preload: workers forked by the master; exec: each worker a
+    fresh interpreter (the path of platforms without a child subreaper)."""
     assert NOBODY is not None
     group = _nobody_group()
     want = (NOBODY.pw_uid, _expected_gid(group))
     access_log = shared_dir / "access.log"
     extra = ["--preload"] if mode == "preload" else []
+    env = {"DJANGO_PREFORK_NO_ZYGOTE": "1"} if mode == "exec" else None
     server = Server("--user", "nobody", "--group", group, "--workers", "2", "--timeout", "2",
-                    "--access-logfile", str(access_log), *extra)
+                    "--access-logfile", str(access_log), *extra, env=env)
     with server:
         server.start(wait_workers=2)
         assert ids_of(server.pid) == (0, 0)  # the master keeps its privileges
@@ -228,3 +231,29 @@ def test_missing_worker_tmp_dir_is_one_line(tmp_path: Path) -> None:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert "--worker-tmp-dir" in lines[0] and str(missing) in lines[0] and "Fix:" in lines[0]
+
+
+@needs_root
+def test_reload_refuses_a_new_user(traversable: None, shared_dir: Path) -> None:
+    """The new settings are read by a zygote already running as the old user: a HUP that
+    changes USER/GROUP is refused with one line and the workers serve on."""
+    assert NOBODY is not None
+    conf = shared_dir / "prefork.conf.py"
+    # The group too: left unset it stays the master's (root's, as in gunicorn), and group
+    # root may not traverse /root even with the fixture's o+x.
+    group = f"group = {_nobody_group()!r}\n"
+    conf.write_text("user = 'nobody'\n" + group)
+    os.chmod(conf, 0o644)
+    with Server("-c", str(conf)) as server:
+        server.start(wait_workers=1)
+        workers = server.ready_workers()
+        assert ids_of(workers[0])[0] == NOBODY.pw_uid
+        conf.write_text("user = 'root'\n" + group)
+        start = len(server.lines)
+        server.signal(signal.SIGHUP)
+        line = server.wait_for_line("Reload aborted", timeout=60, start=start)
+        assert "USER, GROUP or INITGROUPS changed" in line.string
+        assert "restart" in line.string
+        status, _, _ = server.get("/hello")
+        assert status == 200
+        assert server.ready_workers() == workers
