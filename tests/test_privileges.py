@@ -59,6 +59,15 @@ def ids_of(pid: int) -> tuple[int, int]:
     return uids[0], gids[0]
 
 
+def groups_of(pid: int) -> set[int]:
+    """Supplementary groups of a process, from /proc/<pid>/status."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Groups:"):
+                return {int(x) for x in line.split()[1:]}
+    raise AssertionError(f"no Groups line for {pid}")
+
+
 def _paths_to_open() -> list[Path]:
     """Every directory a fresh interpreter of ours reads from: the interpreter, the venv,
     sys.path, the worktree."""
@@ -130,6 +139,7 @@ def test_workers_run_as_user_and_group(traversable: None, shared_dir: Path, mode
         workers = server.ready_workers()
         for pid in workers:
             assert ids_of(pid) == want
+            assert groups_of(pid) == set()  # root's supplementary groups are not kept
         zygotes = _zygotes(server)
         if mode == "zygote":
             assert zygotes, "no zygote with --preload off"
@@ -257,3 +267,17 @@ def test_reload_refuses_a_new_user(traversable: None, shared_dir: Path) -> None:
         status, _, _ = server.get("/hello")
         assert status == 200
         assert server.ready_workers() == workers
+
+
+@needs_root
+def test_initgroups_gives_the_users_groups(traversable: None) -> None:
+    assert NOBODY is not None
+    group = _nobody_group()
+    gid = _expected_gid(group)
+    with Server("--user", "nobody", "--group", group, "--initgroups") as server:
+        server.start(wait_workers=1)
+        (worker,) = server.ready_workers()
+        assert ids_of(worker) == (NOBODY.pw_uid, gid)
+        assert groups_of(worker) == set(os.getgrouplist("nobody", gid))
+        status, _, _ = server.get("/hello")
+        assert status == 200
