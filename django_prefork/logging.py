@@ -67,6 +67,8 @@ class _State:
         #: the logger_class object, when one owns the error and access logs
         self.logger_object: Any = None
         self.inheritance = StdioInheritance()
+        #: the config whose USER/GROUP the log files are handed to (server/privileges.py)
+        self.workers_cfg: Any = None
 
 
 _state = _State()
@@ -342,6 +344,8 @@ def configure_logging(cfg: Any) -> AccessLogger | ClassAccessLogger | None:
         _attach(logging.getLogger(name), handler, keep_propagate=_project_routes(name))
     _state.capture.apply(capture_path, capture_fd)
     _state.inheritance.apply(bool(getattr(cfg, "enable_stdio_inheritance", False)))
+    _state.workers_cfg = cfg
+    _give_files_to_workers()
     return make_access_logger(cfg)
 
 
@@ -366,6 +370,22 @@ def logging_problems(cfg: Any) -> list[str]:
     except LoggingSetupError as exc:
         problems.append(str(exc))
     return problems
+
+
+def _give_files_to_workers() -> None:
+    """With USER/GROUP, the workers (and the zygote) open and reopen (USR1) the files the
+    master opened: as gunicorn, the master hands them to that user (a no-op unless root)."""
+    from django_prefork.server.privileges import give_file_to_workers
+
+    cfg = _state.workers_cfg
+    if cfg is None:
+        return
+    paths = [handler.baseFilename for _, handler in _state.handlers
+             if isinstance(handler, logging.FileHandler)]
+    if _state.capture.path:
+        paths.append(_state.capture.path)
+    for path in paths:
+        give_file_to_workers(cfg, path)
 
 
 def _open_syslog(cfg: Any) -> list[tuple[str, logging.Handler]]:
@@ -471,6 +491,7 @@ def reopen_log_files() -> None:
                     old.close()
         finally:
             handler.release()
+    _give_files_to_workers()  # the master may just have created them, as root
 
 
 # --- wsgi.errors ---------------------------------------------------------------------------

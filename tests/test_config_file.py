@@ -94,7 +94,8 @@ def test_imports_and_underscore_names_are_skipped_and_wsgi_app_is_a_note():
     [
         ("workerz = 3\n", r"'workerz' is not a setting: did you mean 'workers'\?"),
         ("def post_frok(server, worker):\n    pass\n", r"did you mean 'post_fork'\?"),
-        ("daemon = True\n", r"'daemon' is a gunicorn setting django-prefork does not support"),
+        ("tmp_upload_dir = '/tmp'\n",
+         r"'tmp_upload_dir' is a gunicorn setting django-prefork does not support"),
         ("cores = 4\n", r"'cores' is not a setting.*named _cores"),
         ("def post_fork(server):\n    pass\n", r"hook post_fork must accept 2 positional"),
         ("when_ready = 3\n", r"hook when_ready = 3 is not callable"),

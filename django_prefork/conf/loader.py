@@ -322,6 +322,11 @@ class Config:
     casefold_http_method: bool
     permit_obsolete_folding: bool
     strip_header_spaces: bool
+    user: int | None
+    group: int | None
+    initgroups: bool
+    worker_tmp_dir: str | None
+    daemon: bool
     proxy_protocol: str
     proxy_allow_ips: list[str]
     certfile: str | None

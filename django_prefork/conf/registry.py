@@ -22,6 +22,7 @@ from .validators import (
     DottedPathRule,
     FilePatternsRule,
     ForwardedIpsRule,
+    GroupRule,
     HeaderNamesRule,
     HeadersRule,
     IntRule,
@@ -35,7 +36,9 @@ from .validators import (
     StrRule,
     SyslogAddressRule,
     TcpAddressRule,
+    TmpDirRule,
     UmaskRule,
+    UserRule,
     WorkerClassRule,
 )
 
@@ -408,6 +411,41 @@ LENIENCY_SETTINGS: tuple[Setting, ...] = (
     ),
 )
 SETTINGS = SETTINGS + OBSERVABILITY_SETTINGS + MECHANICS_SETTINGS + LENIENCY_SETTINGS
+
+# -- Process and privileges (server/privileges.py, server/daemon.py; gunicorn 27's names)
+PROCESS_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "user", ("-u", "--user"), None, UserRule(), "Server mechanics",
+        "Run the workers (and the zygote that imports the project) as this user, a name or "
+        "a uid; the master keeps its own. Not set = the current user, as gunicorn.",
+        metavar="USER",
+    ),
+    Setting(
+        "group", ("-g", "--group"), None, GroupRule(), "Server mechanics",
+        "Run the workers (and the zygote) as this group, a name or a gid. Not set = the "
+        "current group, as gunicorn (not the user's own group).",
+        metavar="GROUP",
+    ),
+    Setting(
+        "initgroups", ("--initgroups",), False, BoolRule(), "Server mechanics",
+        "Give the workers every group the user is a member of (initgroups(3)) besides "
+        "--group; off, they keep no supplementary groups.",
+        action="store_true",
+    ),
+    Setting(
+        "worker_tmp_dir", ("--worker-tmp-dir",), None, TmpDirRule(), "Server mechanics",
+        "Directory for the workers' heartbeat files (unlinked at once, so nothing shows); "
+        "not set = /dev/shm when writable, else the system temp dir. Use a tmpfs.",
+        metavar="DIR",
+    ),
+    Setting(
+        "daemon", ("-D", "--daemon"), False, BoolRule(), "Server mechanics",
+        "Detach the master from the terminal (double fork, setsid, stdio to /dev/null); "
+        "the pidfile holds the daemon's pid. Refused under systemd (NOTIFY_SOCKET).",
+        action="store_true",
+    ),
+)
+SETTINGS = SETTINGS + PROCESS_SETTINGS
 
 # -- PROXY protocol and TLS (docs/tls.md); gunicorn 27's names, flags and defaults.
 SECTIONS = (*SECTIONS, "SSL")

@@ -612,3 +612,73 @@ class SyslogAddressRule:
         except ValueError as exc:
             raise Invalid(str(exc), to=self.TO) from None
         return value.strip()
+
+
+class _AccountRule:
+    """A user or a group: a name, looked up now, or a numeric id; stored as the numeric id
+    (gunicorn's ``uid``/``gid``), so a worker that rebuilds the config needs no lookup.
+    None = the current user or group (gunicorn's default)."""
+
+    kind = ""
+    listing = ""
+
+    def describe(self) -> str:
+        return f"{self.kind} name, numeric id, or None (this process's)"
+
+    def _to(self) -> str:
+        return f"an existing {self.kind} name or a numeric id ({self.listing} lists them)"
+
+    def _lookup(self, name: str) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, value: Any, strings: bool) -> int | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise Invalid(f"must be a {self.kind} name or a numeric id, not "
+                          f"{_type_name(value)}", to=self._to())
+        if isinstance(value, str):
+            text = value.strip()
+            if not text.isdigit():
+                try:
+                    return self._lookup(text)
+                except KeyError:
+                    raise Invalid(f"there is no {self.kind} named {text!r} on this machine",
+                                  to=self._to()) from None
+            if len(text) > 10:
+                raise Invalid(f"is too large for a {self.kind} id", to=self._to())
+            value = int(text)
+        if not 0 <= value < 2**32 - 1:  # (uid_t)-1 means "unchanged" to the kernel
+            raise Invalid(f"must be from 0 to {2**32 - 2}", to=self._to())
+        return int(value)
+
+
+class UserRule(_AccountRule):
+    kind = "user"
+    listing = "getent passwd"
+
+    def _lookup(self, name: str) -> int:
+        import pwd
+
+        return pwd.getpwnam(name).pw_uid
+
+
+class GroupRule(_AccountRule):
+    kind = "group"
+    listing = "getent group"
+
+    def _lookup(self, name: str) -> int:
+        import grp
+
+        return grp.getgrnam(name).gr_gid
+
+
+class TmpDirRule(DirectoryRule):
+    """An existing directory for the heartbeat files; None = /dev/shm when writable, else
+    the system's temp dir. (That the master can write there is a start-up check: a worker
+    that rebuilds the config may be another user.)"""
+
+    TO = "an existing directory such as /dev/shm (or leave it unset)"
+
+    def describe(self) -> str:
+        return "existing directory or None (/dev/shm, else the temp dir)"

@@ -502,7 +502,8 @@ class Arbiter:
         # pre_fork runs here, in the master, for every start method: a zygote forks the
         # worker on this request, an exec generation starts it; pid is None until then.
         self.call_hook("pre_fork", HookWorker(self.cfg, self.worker_age, None, self.pid))
-        generation.start_worker(self.worker_age, Heartbeat())
+        # In worker_tmp_dir, owned by the workers' user (server/privileges.py).
+        generation.start_worker(self.worker_age, Heartbeat.for_worker(generation.cfg))
         self._dispatch(generation, generation.poll())
 
     def reopen_logs(self) -> None:

@@ -470,6 +470,16 @@ def run_worker_in_child(
             sys.stderr.flush()
             worker.exiting()
             return WORKER_BOOT_ERROR
+        # gunicorn's order: post_fork, then the worker becomes USER/GROUP, then the app
+        # loads. (Forked by a zygote, it already runs as them: a no-op.)
+        from django_prefork.server.privileges import PrivilegeError, drop_privileges
+
+        try:
+            drop_privileges(cfg)
+        except PrivilegeError as exc:
+            sys.stderr.write(f"Worker failed to boot: {exc}\n")
+            sys.stderr.flush()
+            return WORKER_BOOT_ERROR
         if app is None:
             try:
                 from django_prefork.workers.boot import load_urlconf, warm_up

@@ -85,6 +85,16 @@ def warm_up(app: Any, cfg: Any) -> None:
 def main() -> None:
     spec = json.loads(os.environ.pop(ENV_VAR))
     sys.path[:] = spec["sys_path"]
+    # Before anything of the project is imported: as the workers' user (USER, GROUP).
+    from types import SimpleNamespace
+
+    from django_prefork.server.privileges import PrivilegeError, drop_privileges
+
+    try:
+        drop_privileges(SimpleNamespace(**spec["cfg"]))
+    except PrivilegeError as exc:
+        sys.stderr.write(f"Worker failed to boot: {exc}\n")
+        os._exit(3)  # WORKER_BOOT_ERROR: workers.base is imported only after gevent patches
     worker_class_name = spec["cfg"]["worker_class"]
     if worker_class_name == "gevent":
         from gevent import monkey

@@ -36,6 +36,7 @@ import socket
 import sys
 import time
 import traceback
+from types import SimpleNamespace
 from typing import Any
 
 ENV_VAR = "DJANGO_PREFORK_ZYGOTE"
@@ -54,6 +55,14 @@ def main() -> None:
     spec = json.loads(os.environ.pop(ENV_VAR))
     sys.path[:] = spec["sys_path"]
     control = socket.socket(fileno=spec["control_fd"])
+    # The zygote imports the project: as the workers' user, never as root (USER, GROUP).
+    from django_prefork.server.privileges import PrivilegeError, drop_privileges
+
+    try:
+        drop_privileges(SimpleNamespace(**spec["cfg"]))
+    except PrivilegeError as exc:
+        _send(control, b"F" + str(exc).encode("utf-8", "replace"))
+        os._exit(ZYGOTE_BOOT_ERROR)
     if spec["gevent"]:
         from gevent import monkey
 
@@ -110,6 +119,11 @@ def boot(spec: dict[str, Any]) -> Any:
     problem = tls_problem(cfg)  # new certificate files are read by the new generation
     if problem:
         raise BootFailure(problem)
+    identity = ("user", "group", "initgroups")
+    if any(getattr(cfg, name) != spec["cfg"].get(name) for name in identity):
+        raise BootFailure(
+            "USER, GROUP or INITGROUPS changed: switching the workers' user needs a restart "
+            "(the new settings were read as the current workers' user, not as root)")
     if (cfg.worker_class == "gevent") != spec["gevent"]:
         raise BootFailure(
             f"WORKER_CLASS changed to {cfg.worker_class!r}: switching to or from gevent needs "

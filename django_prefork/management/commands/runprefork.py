@@ -209,6 +209,14 @@ class Command(BaseCommand):
         )
 
         hold_signals()  # from the banner on, signals wait for the master's handlers
+        from django_prefork.server.daemon import daemonize, should_daemonize
+
+        if should_daemonize(cfg):
+            if (cfg.errorlog or "-") == "-":
+                self.stderr.write("--daemon: the error log is '-' (stderr), which the daemon "
+                                  "sends to /dev/null; set --error-logfile to keep it.")
+            # As gunicorn: detached first, so the banner's pid is the daemon's (the master).
+            daemonize(cfg)
         self.print_banner(cfg, listeners, metrics_listener)
         if lean_master_possible(cfg, getattr(settings, "LOGGING", None)):
             # The same process, without Django.
@@ -256,11 +264,17 @@ def startup_problems(cfg: Config) -> list[str]:
     file must be writable, or its directory must be (nothing is created here).
     """
     from django_prefork.http.tls import tls_problem
+    from django_prefork.server.daemon import daemon_problem
     from django_prefork.server.devreload import config_problems as reload_problems
     from django_prefork.server.pidfile import Pidfile
+    from django_prefork.server.privileges import privilege_problems
     from django_prefork.server.upgrade import old_master_pid
 
     problems: list[str] = reload_problems(cfg)  # --reload with --preload, inotify, files
+    problems += privilege_problems(cfg)
+    daemon = daemon_problem(cfg, os.environ)
+    if daemon:
+        problems.append(daemon)
     tls = tls_problem(cfg)  # the certificate and key, read as every worker will read them
     if tls:
         problems.append(tls)
