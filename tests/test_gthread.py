@@ -135,7 +135,8 @@ class KeepAliveClients:
                 conn = self.server.connection(timeout=30)
                 try:
                     conn.connect()
-                except ConnectionRefusedError as exc:
+                except (ConnectionRefusedError, ConnectionResetError) as exc:
+                    # (a reset answering the SYN: the listener closed as it arrived)
                     conn = None
                     if self.stopping.is_set():
                         return
