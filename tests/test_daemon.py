@@ -46,6 +46,22 @@ def _serves(port: int) -> bool:
         return False
 
 
+def _stop_everything(proc: subprocess.Popen[str], pidfiles: list[Path], known: set[int]) -> None:
+    """Cleanup: the command, whatever the pidfiles name and their descendants, and every pid
+    seen during the test, each killed by PID if still alive."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+    for path in pidfiles:
+        pid = _read_pid(path)
+        if pid and pid_alive(pid):
+            known |= {pid, *descendants_of(pid)}
+    for pid in known:
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_daemon_detaches_serves_and_stops(tmp_path: Path) -> None:
     port = free_port()
     pidfile = tmp_path / "prefork.pid"
@@ -82,16 +98,9 @@ def test_daemon_detaches_serves_and_stops(tmp_path: Path) -> None:
         wait_until(lambda: not pid_alive(daemon), timeout=40, message="the daemon to stop")
         assert not pidfile.exists()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        daemon = daemon or _read_pid(pidfile)
         if daemon and pid_alive(daemon):
-            known |= set(descendants_of(daemon))
-        for pid in [*([daemon] if daemon else []), *known]:
-            if pid_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            known |= {daemon, *descendants_of(daemon)}
+        _stop_everything(proc, [pidfile], known)
 
 
 def test_daemon_refused_under_systemd(tmp_path: Path) -> None:
@@ -151,14 +160,4 @@ def test_usr2_to_a_daemon_does_not_detach_the_new_master(tmp_path: Path) -> None
         wait_until(lambda: not pid_alive(new), timeout=40, message="the new master to stop")
         assert not pidfile.exists()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        for path in (pidfile, Path(f"{pidfile}.2")):
-            pid = _read_pid(path)
-            if pid and pid_alive(pid):
-                known |= {pid, *descendants_of(pid)}
-        for pid in known:
-            if pid_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        _stop_everything(proc, [pidfile, Path(f"{pidfile}.2")], known)
