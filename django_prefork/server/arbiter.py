@@ -77,6 +77,8 @@ BOOT_TICK = 0.05
 MIN_BOOT_TIMEOUT = 30.0
 # After SIGABRT a hung worker gets this long to log its stack before SIGKILL.
 ABORT_GRACE = 2.0
+# A reload starts its second new worker once the old zygotes have exited, or after this long.
+OLD_ZYGOTE_GRACE = 5.0
 # A generation whose zygote keeps failing is started again at most this often.
 RESTART_BACKOFF = 5.0
 # Exits of processes reaped before their WorkerStarted event arrived, kept at most this many.
@@ -148,6 +150,7 @@ class Arbiter:
         self.reload_deferred = False  # a HUP came before any worker served
         #: Stopped generations still owed a process exit or a fork report.
         self.stopped_generations: list[Generation] = []
+        self._older_dropped_at = 0.0  # when _drop_older_generations last stopped a zygote
         self._last_generation = 0
         self._restart_at: float | None = None  # when to start the current generation again
         self._unclaimed_exits: dict[int, int] = {}
@@ -377,6 +380,8 @@ class Arbiter:
         and an old one retires only once a new one serves in its place.
         """
         self._refresh_readiness()
+        if self.rollout is not None and self.generation_booted:
+            self._drop_older_generations()
         current = self._current_workers()
         older = [r for r in self.workers.values()
                  if r.generation < self.generation and not r.retiring]
@@ -403,10 +408,6 @@ class Arbiter:
             self.reload()
         if self.rollout is None or not self.generation_booted:
             return
-        # A new worker serves, so there is no going back: the old zygotes may go (their
-        # workers keep the pages they share), which bounds the reload's peak memory.
-        for number in [n for n in self.generations if n < self.generation]:
-            self._drop_generation(number)
         if any(r.generation < self.generation and not r.retiring
                for r in self.workers.values()):
             return
@@ -730,6 +731,25 @@ class Arbiter:
         with contextlib.suppress(LoggingSetupError):
             self._configure_logging(self.cfg)
 
+    def _drop_older_generations(self) -> None:
+        """A new worker serves, so there is no going back: the old zygotes may go (their
+        workers keep the pages they share). Until they have exited no further new worker
+        starts (_start_missing_workers), so a reload's peak memory is the old tree, the new
+        zygote and one new worker (docs/architecture.md, "Memory model")."""
+        older = [n for n in self.generations if n < self.generation]
+        for number in older:
+            self._drop_generation(number)
+        if older:
+            self._older_dropped_at = time.monotonic()
+
+    def _old_zygotes_leaving(self) -> bool:
+        """An older generation's zygote was told to go and has not been reaped yet (held at
+        most OLD_ZYGOTE_GRACE: one that does not exit must not stall the reload)."""
+        if time.monotonic() - self._older_dropped_at > OLD_ZYGOTE_GRACE:
+            return False
+        return any(g.number < self.generation and not g.settled
+                   for g in self.stopped_generations)
+
     def _drop_generation(self, number: int) -> None:
         generation = self.generations.pop(number, None)
         if generation is None:
@@ -747,6 +767,8 @@ class Arbiter:
             room = 1 - starting
         elif older:
             room = self.cfg.reload_batch - starting
+            if self._old_zygotes_leaving():
+                room = 0  # an old zygote is still on its way out: its memory goes first
         else:
             room = self.num_workers
         missing = self.num_workers - len(current) - generation.pending_workers
