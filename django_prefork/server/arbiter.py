@@ -48,9 +48,9 @@ from django_prefork.server.starter import (
 )
 from django_prefork.server.upgrade import BinaryUpgrade
 from django_prefork.server.zygote import become_subreaper
-from django_prefork.workers.base import WORKER_BOOT_ERROR, freeze_before_fork, set_process_title
 from django_prefork.workers.heartbeat import Heartbeat
 from django_prefork.workers.loadboard import LoadBoard
+from django_prefork.workers.process import WORKER_BOOT_ERROR, freeze_before_fork, set_process_title
 
 log = logging.getLogger("django_prefork.error")
 

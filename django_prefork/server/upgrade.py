@@ -105,7 +105,7 @@ def _parse_old_master(value: str | None) -> int | None:
 
 
 def _set_title(role: str, cfg: Any) -> None:
-    from django_prefork.workers.base import set_process_title
+    from django_prefork.workers.process import set_process_title
 
     set_process_title(role, cfg)
 

@@ -7,7 +7,6 @@ work is done by the shared core in `django_prefork.http`.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import random
@@ -32,6 +31,7 @@ from django_prefork.workers.drain import Drain, close_listener_copy
 from django_prefork.workers.heartbeat import Heartbeat
 from django_prefork.workers.inflight import RequestTracker, RequestWatch, Running
 from django_prefork.workers.loadboard import LoadBoard
+from django_prefork.workers.process import WORKER_BOOT_ERROR, set_process_title
 
 log = logging.getLogger("django_prefork.error")
 
@@ -44,11 +44,6 @@ WORKER_SIGNALS = frozenset({
     signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGABRT,
     signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH,
 })
-
-# Exit codes the master reads (as gunicorn's): the app could not be loaded, so respawning the
-# worker would only fail again.
-WORKER_BOOT_ERROR = 3
-
 
 class Worker:
     """A worker process. The master supplies listeners, config and heartbeat; we serve."""
@@ -356,16 +351,6 @@ def _logging_already_configured() -> Iterator[None]:
         django_log.configure_logging = original
 
 
-def set_process_title(role: str, cfg: Any) -> None:
-    """Name the process in ps/top, as operators expect from a pre-fork server."""
-    try:
-        from setproctitle import setproctitle
-    except ImportError:  # pragma: no cover - setproctitle is a dependency
-        return
-    name = cfg.proc_name or "django-prefork"
-    setproctitle(f"{name}: {role}")
-
-
 #: Linux copies SO_RCVTIMEO/SO_SNDTIMEO from a listening socket to the sockets it accepts,
 #: so a client timeout costs nothing per connection: no settimeout() call, and no poll()
 #: before every recv/send as CPython does for sockets in timeout mode.
@@ -389,18 +374,6 @@ MALLOC_TRIM_THRESHOLD = 32 * 1024 * 1024
 MALLOC_ARENA_MAX = 2
 #: Set to 1 to leave glibc's malloc as it is.
 NO_MALLOPT_ENV = "DJANGO_PREFORK_NO_MALLOPT"
-
-
-def freeze_before_fork() -> None:
-    """Move every object the forking process holds (Django, the project, its settings) out
-    of the cyclic GC's reach before a worker is forked from it.
-
-    A worker's collections would otherwise walk those objects and write to their headers,
-    copying each page they share with the master or the zygote: gevent Django hello, PSS per
-    worker 30.7 -> 23.3 MB (docs/benchmarks.md). They are long-lived anyway; the worker's own
-    objects are collected as usual. (gc.freeze is meant for this: see its documentation.)
-    """
-    gc.freeze()
 
 
 def tune_malloc() -> None:
@@ -482,7 +455,7 @@ def run_worker_in_child(
             return WORKER_BOOT_ERROR
         if app is None:
             try:
-                from django_prefork.workers.boot import load_urlconf, warm_up
+                from django_prefork.workers.project import load_urlconf, warm_up
 
                 worker.app = load_wsgi_app()
                 load_urlconf()  # a broken view fails the boot, not the first request

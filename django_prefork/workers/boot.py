@@ -12,74 +12,12 @@ import json
 import os
 import sys
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from django_prefork.workers.base import Worker
 
 ENV_VAR = "DJANGO_PREFORK_WORKER"
-
-
-def load_urlconf() -> None:
-    """Import the project's URLconf and its views now, not at the first request.
-
-    Django imports them lazily, so without this a worker (or a zygote) whose new code has a
-    SyntaxError in a view would report ready and then answer every request with a 500.
-    """
-    from django.urls import get_resolver
-
-    get_resolver().url_patterns  # noqa: B018 - the property imports the URLconf
-
-
-class WarmUpFailed(Exception):
-    """The warm-up request failed: the worker must not count as ready."""
-
-
-def warm_up(app: Any, cfg: Any) -> None:
-    """GET cfg.reload_warmup_path through the app, in this process, before reporting ready.
-
-    A view that imports fine may still fail when it runs (a missing template, a bad query):
-    with a warm-up path set, a new worker whose answer there is a 5xx (or an exception) fails
-    its boot, so a reload rolls back instead of retiring workers that served.
-    """
-    path = getattr(cfg, "reload_warmup_path", None)
-    if not path:
-        return
-    import io
-
-    from django.conf import settings
-
-    # A host the project accepts, so the answer is the view's and not a DisallowedHost 400.
-    hosts = [h.lstrip(".") for h in settings.ALLOWED_HOSTS if h not in ("*", ".")]
-    host = hosts[0] if hosts else "localhost"
-    target, _, query = path.partition("?")
-    environ = {
-        "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": target,
-        "QUERY_STRING": query, "SERVER_NAME": host, "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": host, "REMOTE_ADDR": "127.0.0.1",
-        "HTTP_USER_AGENT": "django-prefork warm-up", "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(), "wsgi.errors": sys.stderr,
-        "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
-    }
-    statuses: list[str] = []
-
-    def start_response(status: str, headers: list[tuple[str, str]],
-                       exc_info: Any = None) -> Any:
-        statuses.append(status)
-        return lambda data: None
-
-    result = app(environ, start_response)
-    try:
-        for _ in result:
-            pass
-    finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-    status = statuses[-1] if statuses else "no response"
-    if not status[:1].isdigit() or status[0] == "5":
-        raise WarmUpFailed(f"the warm-up request GET {path} answered {status} "
-                           "(RELOAD_WARMUP_PATH)")
 
 
 def main() -> None:
@@ -104,9 +42,9 @@ def main() -> None:
     from django_prefork.conf import Config
     from django_prefork.server.sockets import listeners_from_fds
     from django_prefork.workers import worker_class_for
-    from django_prefork.workers.base import WORKER_BOOT_ERROR
     from django_prefork.workers.heartbeat import Heartbeat
     from django_prefork.workers.loadboard import LoadBoard
+    from django_prefork.workers.process import WORKER_BOOT_ERROR
 
     cfg = Config.from_dict(spec["cfg"])
     worker: Worker | None = None
@@ -129,6 +67,7 @@ def main() -> None:
         worker.install_signal_handlers()  # before the app loads (issue 15.6)
         worker.post_fork()  # gunicorn's post_fork hook; raising fails the boot
         from django_prefork.workers.base import load_wsgi_app
+        from django_prefork.workers.project import load_urlconf, warm_up
 
         worker.app = load_wsgi_app()
         load_urlconf()

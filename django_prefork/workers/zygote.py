@@ -79,7 +79,7 @@ def main() -> None:
         _send(control, b"F" + str(exc).encode("utf-8", "replace"))
         os._exit(ZYGOTE_BOOT_ERROR)
 
-    from django_prefork.workers.base import set_process_title
+    from django_prefork.workers.process import set_process_title
 
     set_process_title("zygote", cfg)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
@@ -141,9 +141,13 @@ def boot(spec: dict[str, Any]) -> Any:
         except LoggingSetupError as exc:
             raise BootFailure(str(exc)) from None
         if spec["check_code"]:
-            from django_prefork.workers.boot import load_urlconf
+            from django_prefork.workers.project import load_urlconf
 
             load_urlconf()
+        if spec["check_code"]:
+            from django_prefork.workers.project import share_with_workers
+
+            share_with_workers(cfg)
         connections.close_all()  # opened by settings or URLconf? workers must not share it
         # The server hooks, read here once (the -c file run, PREFORK paths imported, with
         # Django set up) rather than by every forked worker on its first hook call.
@@ -217,7 +221,7 @@ def _send(control: socket.socket, message: bytes) -> None:
 
 def _fork_worker(control: socket.socket, cfg: Any, listeners: list[Any], board: Any,
                  age: int, heartbeat_fd: int, master_pid: int) -> None:
-    from django_prefork.workers.base import freeze_before_fork
+    from django_prefork.workers.process import freeze_before_fork
 
     freeze_before_fork()
     middle = os.fork()
