@@ -8,6 +8,7 @@ client asked for it) and `unread(data)` gives back bytes of the next message.
 
 from __future__ import annotations
 
+import gc
 import tempfile
 from typing import IO, Protocol
 
@@ -30,6 +31,35 @@ class Source(Protocol):
     def recv_body_exact(self, n: int) -> bytes: ...
 
     def unread(self, data: bytes) -> None: ...
+
+
+#: Request body bytes read by the application between two runs of the cyclic GC.
+BODY_GC_BUDGET = 4 * 1024 * 1024
+
+
+class BodyCollector:
+    """Frees the request bodies the application has finished with: runs the cyclic GC once
+    BODY_GC_BUDGET bytes of bodies have been read since its last run.
+
+    Django's request objects are reference cycles, so a body read into `request.body` is
+    freed only when the GC next collects, which its allocation counts decide: some dozens
+    of requests later. Sync worker, 1 MB uploads: 40 MB of heap per worker held that way,
+    whole-tree PSS above gunicorn's. A collection costs ~50 µs here (the zygote's objects
+    are frozen out of its reach); one per 4 MB of bodies is ~1% of a 1 MB upload.
+    """
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending = 0
+
+    def add(self, received: int) -> None:
+        pending = self._pending + received
+        if pending < BODY_GC_BUDGET:
+            self._pending = pending
+            return
+        self._pending = 0
+        gc.collect()
 
 
 class LengthReader:

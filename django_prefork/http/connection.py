@@ -12,7 +12,7 @@ import socket
 import time
 from typing import Any
 
-from .body import Body, ChunkedReader, LengthReader, SpooledReader, spool_chunked
+from .body import Body, BodyCollector, ChunkedReader, LengthReader, SpooledReader, spool_chunked
 from .errors import (
     BadRequest,
     ClientDisconnected,
@@ -116,6 +116,8 @@ class ServerContext:
         self.reject_log = RateLimitedWarnings(self.error_log)
         self.keepalive = bool(keepalive)
         self.draining = False
+        #: Frees the bodies the app is done with (Django's requests are reference cycles).
+        self.bodies = BodyCollector()
         #: Set by the worker (workers/inflight.py): `begin(conn)` and `end()` around each
         #: request, so the timeout watch knows which thread or greenlet runs which request.
         self.request_tracker: Any = None
@@ -293,13 +295,16 @@ class HTTPConnection:
         tracker = ctx.request_tracker
         if tracker is not None:
             tracker.begin(self)
+        reader = self._reader  # (_run forgets it once the body is finished)
         try:
             return self._run(environ, head)
         finally:
             if tracker is not None:
                 tracker.end()
-            reader = self._reader
-            if type(reader) is SpooledReader:
+            if type(reader) is LengthReader:
+                ctx.bodies.add(head.content_length - reader.remaining)
+            elif type(reader) is SpooledReader:
+                ctx.bodies.add(reader.length)
                 reader.close()
 
     def _read_head(self) -> RequestHead | None:

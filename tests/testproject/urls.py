@@ -7,6 +7,8 @@ urlpatterns = [
     path("echo", views.echo),
     path("upload", views.upload),
     path("upload_stream", views.upload_stream),
+    path("upload_in_a_cycle", views.upload_in_a_cycle),
+    path("live_bodies", views.live_bodies),
     path("upload_files", views.upload_files),
     path("download", views.download),
     path("stream", views.stream),

@@ -31,6 +31,27 @@ def upload(request):
 
 
 @csrf_exempt
+def upload_in_a_cycle(request):
+    """As `upload`, with the request in a reference cycle, as Django's auth and messages
+    middleware put it (request.user's lazy closure and request._messages refer back to it);
+    this project leaves those middleware out."""
+    request.cycle = request
+    return HttpResponse(str(len(request.body)), content_type="text/plain")
+
+
+def live_bodies(request):
+    """How many request bodies of 512 KB or more this process still holds (requests that
+    have ended but that the cyclic GC has not freed yet, and this one's, if any)."""
+    import gc
+
+    from django.core.handlers.wsgi import WSGIRequest
+
+    count = sum(1 for obj in gc.get_objects() if isinstance(obj, WSGIRequest)
+                and len(getattr(obj, "_body", b"")) >= 512 * 1024)
+    return HttpResponse(str(count), content_type="text/plain")
+
+
+@csrf_exempt
 def upload_stream(request):
     """Length and SHA-256 of the body, read in 64 KB pieces (memory stays flat for a large
     upload); `?whole=1` reads `request.body` instead."""
