@@ -71,6 +71,16 @@ def test_gevent_environ_is_multithread():
 
 
 @integration
+def test_gevent_serves_new_connections_in_greenlets_used_before():
+    """Each Connection: close request is a new connection; its greenlet is one that served
+    an earlier connection (workers/greenlets.py), not a new one each time."""
+    with running("--workers", "1", *GEVENT) as server:
+        runs = [int(server.request("GET", "/__wsgi__/greenlet",
+                                   headers={"Connection": "close"})[2]) for _ in range(10)]
+    assert runs[-1] >= 5, runs
+
+
+@integration
 def test_gevent_keepalive_reuses_the_connection():
     check_keepalive_reuse(GEVENT)
 

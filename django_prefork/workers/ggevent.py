@@ -1,11 +1,12 @@
-"""The gevent worker: one greenlet per connection, up to `worker_connections` per worker.
+"""The gevent worker: one greenlet per connection, up to `worker_connections` per worker
+(greenlets are used again for later connections: workers/greenlets.py).
 
 Only ever imported by a worker started as a fresh interpreter (`workers/boot.py`), which
 calls `gevent.monkey.patch_all()` before Django or the project is imported. So the
 standard library (socket, time.sleep, threading.local, ...) is cooperative everywhere, the
 inherited listening sockets are gevent sockets, and every greenlet has its own
 `django.db.connection` (Django keys connections by the current thread, which is now the
-greenlet).
+greenlet; a greenlet used again keeps it, as a thread of the gthread worker does).
 
 The main greenlet beats the heartbeat: a request that blocks the whole process (CPU-bound,
 or a C library that gevent cannot patch) stops the beat, and the master kills the worker
@@ -24,7 +25,6 @@ import gevent
 import gevent.socket
 from gevent import monkey
 from gevent import select as gselect
-from gevent.pool import Pool
 
 from django_prefork.http.connection import RECV_SIZE, HTTPConnection, ServerContext
 from django_prefork.http.tls import secure
@@ -32,6 +32,7 @@ from django_prefork.server.sockets import Listener
 from django_prefork.workers.accept import FD_BACKOFF
 from django_prefork.workers.base import Worker, answer_stopped, log
 from django_prefork.workers.drain import DRAIN_GRACE, Drain
+from django_prefork.workers.greenlets import ConnectionGreenlets
 from django_prefork.workers.heads import HANDOVER_TIMEOUT, head_limit, head_ready, io_timeout
 from django_prefork.workers.inflight import RequestTimedOut, RequestTracker, Running
 from django_prefork.workers.loadboard import ACCEPT_BACKOFF, FULL, GEVENT_FLOOR, FairAccept
@@ -97,7 +98,7 @@ class GeventWorker(Worker):
         self.keepalive = cfg.keepalive > 0
         self.io_timeout = io_timeout(cfg)
         self.keepalive_timeout = float(cfg.keepalive)
-        self._pool = Pool(max(1, cfg.worker_connections))
+        self._pool = ConnectionGreenlets(cfg.worker_connections, self._handle)
         self._open = 0  # connections being served (for the load board)
         self._loop = gevent.get_hub().loop
         self._drain_started = 0.0
@@ -175,6 +176,7 @@ class GeventWorker(Worker):
         # An acceptor is suspended before its accept() call (in wait_available() or waiting
         # for the listener to be readable), so killing it loses no connection.
         gevent.killall(acceptors)
+        self._pool.stop_idle()
         drain = self.begin_drain(close=self._close_listener)
         log.info("Worker draining: %d connections open", self._open)
         return drain
@@ -245,7 +247,7 @@ class GeventWorker(Worker):
         """A greenlet for a new connection, counted on the load board until it ends."""
         self._open += 1
         self.board.publish(self._open)
-        self._pool.spawn(self._handle, client, addr, server_addr)
+        self._pool.spawn(client, addr, server_addr)
 
     def _handle(self, client: Any, addr: Any, server_addr: Any) -> None:
         assert self.ctx is not None

@@ -49,6 +49,14 @@ def application(environ, start_response):
         body = str(gc.get_freeze_count()).encode()
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [body]
+    if path == "/__wsgi__/greenlet":
+        # How many requests the greenlet (or thread) running this one has run so far.
+        from greenlet import getcurrent
+
+        current = getcurrent()
+        current.requests_run = getattr(current, "requests_run", 0) + 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(current.requests_run).encode()]
     if path == "/__wsgi__/refault":
         body = str(refaults()).encode()
         start_response("200 OK", [("Content-Type", "text/plain")])
