@@ -539,9 +539,9 @@ def check_gevent_persistent_connections(app_configs: Any = None,
             continue
         messages.append(Warning(
             f"DATABASES[{alias!r}] has CONN_MAX_AGE = {max_age!r} with the gevent worker: "
-            "every greenlet (one per client connection) has its own database connection, "
-            "so a persistent one is never shared with other clients; it stays open while "
-            "its client's connection does, idle keep-alive included, up to "
+            "every greenlet (one per client connection at a time) has its own database "
+            "connection, and a persistent one stays open while the greenlet serves its "
+            "client, idle keep-alive included, and while it waits for the next: up to "
             "worker_connections database connections per worker.",
             hint=_hint("Set CONN_MAX_AGE = 0 with the gevent worker; to reuse connections, "
                        "put a connection pooler such as PgBouncer in front of the database.",
