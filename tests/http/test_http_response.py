@@ -546,6 +546,10 @@ class _CallLog:
         self._sock = sock
         self.calls: list[tuple[str, object]] = []
 
+    def send(self, data: bytes, flags: int = 0) -> int:
+        self.calls.append(("send", flags))
+        return self._sock.send(data, flags)
+
     def sendall(self, data: bytes, flags: int = 0) -> None:
         self.calls.append(("sendall", flags))
         self._sock.sendall(data, flags)
@@ -566,7 +570,7 @@ class _CallLog:
         return getattr(self._sock, name)
 
     def sends(self) -> list[tuple[str, object]]:
-        return [call for call in self.calls if call[0] in ("sendall", "shutdown")]
+        return [call for call in self.calls if call[0] in ("send", "sendall", "shutdown")]
 
 
 def _serve_over_tcp(app, request: bytes, keepalive: bool):
@@ -608,14 +612,15 @@ def test_closing_response_goes_out_with_the_fin():
     )
     assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and raw.endswith(b"\r\n\r\nhello")
     assert b"Connection: close" in raw
-    assert calls == [("sendall", socket.MSG_MORE), ("shutdown", socket.SHUT_WR)]
+    # One send() with MSG_MORE takes the short response whole; the FIN goes out with it.
+    assert calls == [("send", socket.MSG_MORE), ("shutdown", socket.SHUT_WR)]
     assert saw_eof
 
 
 def test_keep_alive_response_is_not_held_back():
     raw, calls, saw_eof = _serve_over_tcp(simple_app(b"hello"), GET, True)
     assert raw.endswith(b"hello") and b"Connection: close" not in raw
-    assert calls == [("sendall", 0)]
+    assert calls == [("send", 0)]
     assert not saw_eof
 
 
@@ -676,3 +681,26 @@ def test_recv_first_partial_head_waits_for_the_rest():
 def test_recv_first_partial_head_still_bounded_by_header_timeout():
     raw = _serve_one([b"GET / HTTP/1.1\r\nHo"], 0, 0.3)
     assert raw.startswith(b"HTTP/1.1 408 ")
+
+
+def test_send_all_sends_the_rest_when_the_kernel_takes_part():
+    """send_all: one send() when the kernel takes it all, sendall() for what it left."""
+    from django_prefork.http.connection import send_all
+
+    class Partial:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, bytes, int]] = []
+
+        def send(self, data: bytes, flags: int = 0) -> int:
+            self.calls.append(("send", bytes(data), flags))
+            return 3
+
+        def sendall(self, data: bytes, flags: int = 0) -> None:
+            self.calls.append(("sendall", bytes(data), flags))
+
+    sock = Partial()
+    send_all(sock, b"abcdefgh", 7)
+    assert sock.calls == [("send", b"abcdefgh", 7), ("sendall", b"defgh", 7)]
+    sock = Partial()
+    send_all(sock, b"abc")
+    assert sock.calls == [("send", b"abc", 0)]
