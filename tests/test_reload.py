@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -261,6 +262,37 @@ def test_a_killed_zygote_is_started_again():
                    and len(server.ready_workers()) == 2, timeout=30,
                    message="the killed worker replaced by the new zygote")
         assert server.get("/hello")[0] == 200
+
+
+def test_the_second_new_worker_waits_for_the_old_zygote_to_exit():
+    """Once the first new worker serves, the old zygote is told to go, and no more new
+    workers start until it has exited: a reload's peak memory is the old tree plus the new
+    zygote and one new worker. Here the old zygote is stopped (SIGSTOP), so it cannot exit
+    until it is continued."""
+    with Server("--workers", "2") as server:
+        server.start(wait_workers=2)
+        old_workers = set(server.ready_workers())
+        (zygote,) = [pid for pid in children_of(server.pid) if is_zygote(pid)]
+        os.kill(zygote, signal.SIGSTOP)
+        try:
+            server.signal(signal.SIGHUP)
+
+            def new_workers() -> set[int]:
+                return set(server.ready_workers()) - old_workers
+
+            wait_until(new_workers, timeout=30, message="the first new worker")
+            # Held for OLD_ZYGOTE_GRACE (5 s) from the moment the first one served.
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                assert len(set(server.worker_pids()) - old_workers) == 1, \
+                    "a second new worker started while the old zygote lived"
+                assert pid_alive(zygote)
+                time.sleep(0.02)
+        finally:
+            os.kill(zygote, signal.SIGCONT)
+        wait_until(lambda: not pid_alive(zygote), timeout=10, message="the old zygote's exit")
+        wait_until(lambda: len(new_workers()) == 2, timeout=30, message="the second new worker")
+        server.wait_for_line(RELOAD_DONE, timeout=30)
 
 
 def test_warmup_path_failing_keeps_the_old_workers(tmp_path: Path):
