@@ -176,9 +176,17 @@ def test_rolling_upgrade_through_nginx_loses_no_request(upgrade_site):
         load.stop()
     assert load.failures == [], load.failures[:10]
     assert len(load.ok) == len(load.sent)
-    served = collections.Counter(
-        request_id for member in site.instances
-        for request_id in served_ids(member.instance.access_lines()))
+
+    def served_counts() -> collections.Counter[str]:
+        return collections.Counter(
+            request_id for member in site.instances
+            for request_id in served_ids(member.instance.access_lines()))
+
+    # A worker writes a request's access-log line after its response: the last answers of
+    # the load may be logged a moment after the client has them.
+    wait_until(lambda: sum(served_counts().values()) >= len(load.sent), timeout=15,
+               message="an access-log line for every request answered")
+    served = served_counts()
     duplicates = [request_id for request_id, count in served.items() if count > 1]
     assert duplicates == [], f"served twice: {duplicates[:10]}"
     assert sum(served.values()) == len(load.sent)
