@@ -54,7 +54,7 @@ class ConnectionGreenlets:
 
     def wait_available(self, timeout: float | None = None) -> None:
         """Until a greenlet may be had (or timeout)."""
-        if self._busy >= self.size:
+        if self.full():
             self._room.wait(timeout)
 
     def join(self, timeout: float | None = None) -> None:
