@@ -116,6 +116,11 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds of sampling")
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--gil", action="store_true",
+                        help="count only samples of the thread holding the GIL (py-spy "
+                             "--gil): right for gthread, whose threads waiting for the GIL "
+                             "are otherwise counted as running; leaves out the time in "
+                             "system calls, which run without the GIL")
     parser.add_argument("--nonblocking", action="store_true",
                         help="never pause the worker (less overhead, but torn stacks)")
     parser.add_argument("--py-spy", help="path of the py-spy binary")
@@ -154,7 +159,8 @@ def main() -> int:
             spy = subprocess.run(
                 [py_spy, "record", "--pid", str(worker), "--duration", str(args.duration),
                  "--rate", str(args.rate), "--format", "raw", "--output", str(raw),
-                 *(["--nonblocking"] if args.nonblocking else [])],
+                 *(["--nonblocking"] if args.nonblocking else []),
+                 *(["--gil"] if args.gil else [])],
                 capture_output=True, text=True)
             if spy.returncode != 0:
                 sys.exit(f"py-spy failed: {spy.stderr.strip()[-500:]}")
