@@ -215,12 +215,13 @@ def ensure_wrk(args: argparse.Namespace) -> str | None:
     return found
 
 
-def server_env(settings: str) -> dict[str, str]:
-    """Environment of every server and helper: the working tree and the bench project first."""
+def server_env(settings: str, root: Path = REPO_ROOT) -> dict[str, str]:
+    """Environment of every server and helper: the bench project and the tree whose
+    django_prefork is measured (the working tree; bench/ab.py passes an older one) first."""
     env = dict(os.environ)
     for name in ("PORT", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS", "FORWARDED_ALLOW_IPS"):
         env.pop(name, None)  # both servers honour these: none may differ between them
-    env["PYTHONPATH"] = os.pathsep.join([str(BENCH_DIR), str(REPO_ROOT)])
+    env["PYTHONPATH"] = os.pathsep.join([str(BENCH_DIR), str(root)])
     env["DJANGO_SETTINGS_MODULE"] = settings
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -411,7 +412,8 @@ class ServerProcess:
     """One server's master (runprefork, gunicorn or an anchor): start it, learn its port and
     workers, stop it."""
 
-    def __init__(self, kind: str, worker_class: str, row: Row, args: argparse.Namespace) -> None:
+    def __init__(self, kind: str, worker_class: str, row: Row, args: argparse.Namespace,
+                 root: Path = REPO_ROOT) -> None:
         self.kind = kind
         settings, module = APPS[row.app]
         common = ["--bind", "127.0.0.1:0", "--workers", str(args.workers),
@@ -438,7 +440,7 @@ class ServerProcess:
                 raise RuntimeError(f"anchor {kind} is not installed")
             self.port = free_port()
             self.cmd = [*launcher, *anchor_args(kind, row, self.port, args)]
-        self.env = server_env(settings)
+        self.env = server_env(settings, root)
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self.workers: list[int] = []
@@ -647,11 +649,12 @@ During = Callable[[int], AbstractContextManager[object]]
 
 
 def measure(kind: str, worker_class: str, row: Row, args: argparse.Namespace, wrk: str | None,
-            workdir: Path, during: During | None = None) -> Measurement:
-    """Start a server, warm it, load it for `duration` s, read /proc around it, stop it."""
+            workdir: Path, during: During | None = None, root: Path = REPO_ROOT) -> Measurement:
+    """Start a server, warm it, load it for `duration` s, read /proc around it, stop it
+    (`root`: the tree whose django_prefork runs)."""
     result = Measurement(kind, worker_class, row.name)
     try:
-        server = ServerProcess(kind, worker_class, row, args)
+        server = ServerProcess(kind, worker_class, row, args, root)
     except RuntimeError as exc:
         result.ok, result.error = False, str(exc)
         return result
