@@ -22,7 +22,6 @@ bench project, so that both serve the same app. Each measurement is bench/run.py
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -33,9 +32,11 @@ from run import (
     APPS,
     REPO_ROOT,
     ROWS,
-    WORKER_CLASSES,
     Measurement,
+    Row,
     add_common_arguments,
+    add_selection_arguments,
+    check_selection,
     measure,
     prepare,
     server_env,
@@ -47,23 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      "revision against the working tree.")
     parser.add_argument("base", help="the revision to compare with (HEAD for an A/A)")
     add_common_arguments(parser)
-    parser.add_argument("--rows", default="django-hello",
-                        help=f"comma-separated, from: {', '.join(ROWS)} (default django-hello)")
-    parser.add_argument("--worker-classes", default=",".join(WORKER_CLASSES),
-                        help="comma-separated (default sync,gthread,gevent)")
+    add_selection_arguments(parser, rows_default="django-hello")
     parser.add_argument("--rounds", type=int, default=5,
                         help="measurements of each tree per row and class (default 5)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                        help="workers (default: the number of cores)")
-    parser.add_argument("--threads", type=int, default=4, help="gthread threads (default 4)")
     args = parser.parse_args(argv)
     if args.duration is None:
         args.duration = 5.0
-    unknown = [r for r in args.rows.split(",") if r not in ROWS]
-    if unknown:
-        parser.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
-    if any(c not in WORKER_CLASSES for c in args.worker_classes.split(",")):
-        parser.error(f"worker classes are {', '.join(WORKER_CLASSES)}")
+    check_selection(parser, args)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     args.anchors, args.anchors_explicit = [], False  # (what prepare() reads)
@@ -105,6 +96,29 @@ def ratio_line(row: str, wc: str, base: list[Measurement], head: list[Measuremen
             f"{faster}/{len(pairs)}{note}")
 
 
+Results = dict[tuple[str, str, str], list[Measurement]]  # (side, row, class) -> rounds
+
+
+def measure_rounds(args: argparse.Namespace, wrk: str | None, rows: list[Row],
+                   classes: list[str], base_root: Path, workdir: Path) -> Results:
+    """Every row and class, both trees, `args.rounds` times: the base first in odd rounds,
+    the working tree first in even ones."""
+    results: Results = {}
+    for i in range(args.rounds):
+        order = [("base", base_root), ("head", REPO_ROOT)]
+        if i % 2:
+            order.reverse()
+        for wc in classes:
+            for row in rows:
+                for side, root in order:
+                    m = measure("runprefork", wc, row, args, wrk, workdir, root=root)
+                    results.setdefault((side, row.name, wc), []).append(m)
+                    state = (f"{m.rps:,.0f} req/s {m.cpu_per_req_us:,.0f} µs/req" if m.ok
+                             else f"FAILED: {m.error}")
+                    print(f"  round {i + 1} {row.name} {wc} {side}: {state}", flush=True)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wrk = prepare(args)
@@ -122,20 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             check_imports_from(base_root)
             check_imports_from(REPO_ROOT)
-            results: dict[tuple[str, str, str], list[Measurement]] = {}
-            for i in range(args.rounds):
-                for wc in classes:
-                    for row in rows:
-                        order = [("base", base_root), ("head", REPO_ROOT)]
-                        if i % 2:
-                            order.reverse()
-                        for side, root in order:
-                            m = measure("runprefork", wc, row, args, wrk, Path(tmp), root=root)
-                            results.setdefault((side, row.name, wc), []).append(m)
-                            state = (f"{m.rps:,.0f} req/s {m.cpu_per_req_us:,.0f} µs/req"
-                                     if m.ok else f"FAILED: {m.error}")
-                            print(f"  round {i + 1} {row.name} {wc} {side}: {state}",
-                                  flush=True)
+            results = measure_rounds(args, wrk, rows, classes, base_root, Path(tmp))
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base_root)],
                            cwd=REPO_ROOT, check=False)
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.duration:g} s, medians; [lowest-highest per-round ratio]; the last column: "
           f"rounds in which the working tree used less CPU per request")
     print(f"{'row':<20} {'class':<8} {'req/s base':>9} {'head':>9} {'ratio':>7} "
-          f"{'':13} {'µs/req base':>7} {'head':>7} {'ratio':>7}")
+          f"{'rounds':<12} {'µs/req base':>7} {'head':>7} {'ratio':>7} {'rounds':<11} "
+          f"less CPU")
     for wc in classes:
         for row in rows:
             print(ratio_line(row.name, wc, results[("base", row.name, wc)],

@@ -1026,6 +1026,29 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
 
 
+def add_selection_arguments(parser: argparse.ArgumentParser,
+                            rows_default: str | None = None) -> None:
+    """What is measured, and with how many workers (bench/run.py and bench/ab.py)."""
+    default = f" (default {rows_default})" if rows_default else ""
+    parser.add_argument("--rows", default=rows_default,
+                        help=f"comma-separated, from: {', '.join(ROWS)}{default}")
+    parser.add_argument("--worker-classes", default=",".join(WORKER_CLASSES),
+                        help="comma-separated (default sync,gthread,gevent)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                        help="workers for every server (default: the number of cores)")
+    parser.add_argument("--threads", type=int, default=4, help="gthread threads (default 4)")
+
+
+def check_selection(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Rows and worker classes that exist (argparse's error, exit 2, otherwise)."""
+    if args.rows:
+        unknown = [r for r in args.rows.split(",") if r not in ROWS]
+        if unknown:
+            parser.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    if any(c not in WORKER_CLASSES for c in args.worker_classes.split(",")):
+        parser.error(f"worker classes are {', '.join(WORKER_CLASSES)}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark runprefork against gunicorn, with granian and uWSGI as anchors "
@@ -1033,12 +1056,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: rows {','.join(QUICK_ROWS)}, 3 s, 1 repeat")
     add_common_arguments(parser)
-    parser.add_argument("--rows", help=f"comma-separated, from: {', '.join(ROWS)}")
-    parser.add_argument("--worker-classes", default=",".join(WORKER_CLASSES),
-                        help="comma-separated (default sync,gthread,gevent)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                        help="workers for every server (default: the number of cores)")
-    parser.add_argument("--threads", type=int, default=4, help="gthread threads (default 4)")
+    add_selection_arguments(parser)
     parser.add_argument("--anchors", help="comma-separated anchors to measure beside gunicorn, "
                         f"from {','.join(ANCHORS)}, or none (default: those that can be "
                         "installed)")
@@ -1054,13 +1072,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.duration = 3.0 if args.quick else 10.0
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
-    if args.rows:
-        unknown = [r for r in args.rows.split(",") if r not in ROWS]
-        if unknown:
-            parser.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
-    classes = args.worker_classes.split(",")
-    if any(c not in WORKER_CLASSES for c in classes):
-        parser.error(f"worker classes are {', '.join(WORKER_CLASSES)}")
+    check_selection(parser, args)
     parse_anchors(parser, args)
     return args
 
