@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +36,12 @@ def text(request):
 
 def page(request):
     return HttpResponse(render_to_string("page.html"), content_type="text/plain")
+
+
+def lazy(request):
+    import devlazy  # first imported here: by a request, in a worker
+
+    return HttpResponse(devlazy.WORD, content_type="text/plain")
 '''
 
 
@@ -44,6 +51,7 @@ class Project:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.views = root / "devviews.py"
+        self.lazy = root / "devlazy.py"
         self.template = root / "templates" / "page.html"
         self.extra = root / "extra" / "service.yaml"
         (root / "templates").mkdir()
@@ -55,8 +63,10 @@ class Project:
             f" 'DIRS': [{str(root / 'templates')!r}]}}]\n")
         (root / "devurls.py").write_text(
             "from django.urls import path\n\nimport devviews\n\n"
-            "urlpatterns = [path('text', devviews.text), path('page', devviews.page)]\n")
+            "urlpatterns = [path('text', devviews.text), path('page', devviews.page),\n"
+            "               path('lazy', devviews.lazy)]\n")
         self.write_views("first")
+        self.lazy.write_text('WORD = "one"\n')
         self.template.write_text("page one\n")
         self.extra.write_text("answer: 1\n")
 
@@ -147,6 +157,27 @@ def test_every_worker_class_reloads(tmp_path: Path, worker_class: str):
                              r"\(--reload, inotify\)")  # auto: inotify on Linux
         project.write_views("edited")
         served_within(server, "/text", "edited", f"auto, {worker_class}: view edited")
+
+
+@pytest.mark.parametrize(("worker_class", "engine"),
+                         [("sync", "poll"), ("gthread", "inotify"), ("gevent", "auto")])
+def test_a_module_first_imported_by_a_request_is_watched(tmp_path: Path, worker_class: str,
+                                                        engine: str):
+    """A module no one imports until a view does (in a worker, after the zygote listed the
+    files): the worker reports it to the master, so editing it reloads, as with runserver."""
+    project = Project(tmp_path)
+    with project.server("-k", worker_class, "--reload-engine", engine,
+                        "--log-level", "debug") as server:
+        server.start()
+        mark = len(server.lines)
+        assert body(server, "/lazy") == "one"
+        server.wait_for_line(r"Worker \d+ imported \d+ more files: watching them too",
+                             timeout=SERVE_DEADLINE, start=mark)
+        mark = len(server.lines)
+        project.lazy.write_text('WORD = "two"\n')
+        server.wait_for_line(rf"Change detected in {re.escape(str(project.lazy))}",
+                             timeout=SERVE_DEADLINE, start=mark)
+        served_within(server, "/lazy", "two", f"{engine}, {worker_class}: lazy module edited")
 
 
 def test_a_new_file_that_fails_to_import_is_watched_until_fixed(tmp_path: Path):
@@ -242,3 +273,35 @@ def test_an_inotify_engine_that_cannot_be_set_up_is_refused_in_one_line(monkeypa
     assert "Fix: use --reload-engine poll" in problem and "\n" not in problem
     # auto falls back to polling instead
     assert devreload.config_problems(cfg.replace(reload_engine="auto")) == []
+
+
+def test_import_reports_are_read_line_by_line_and_once(tmp_path: Path, monkeypatch):
+    """The worker's side appends whole lines after the heartbeat's bytes; the master's side
+    reads each path once, and leaves a line still being written for its next look."""
+    import importlib
+
+    from django_prefork.workers.importwatch import REPORT_OFFSET, ImportReporter, read_reports
+
+    fd = os.open(tmp_path / "heartbeat", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, b"R", 0)  # the heartbeat's ready byte stays where it is
+        reporter = ImportReporter(fd)
+        assert reporter.report_new() == 0 and read_reports(fd, REPORT_OFFSET) == (
+            [], REPORT_OFFSET)
+        module = tmp_path / "imported_late.py"
+        module.write_text("")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        importlib.import_module("imported_late")
+        assert reporter.report_new() == 1
+        assert reporter.report_new() == 0  # nothing new since
+        paths, offset = read_reports(fd, REPORT_OFFSET)
+        assert paths == [str(module.resolve())] and offset > REPORT_OFFSET
+        assert read_reports(fd, offset) == ([], offset)  # read once
+        os.pwrite(fd, b"/half/written", offset)
+        assert read_reports(fd, offset) == ([], offset)
+        os.pwrite(fd, b"/half/written.py\n", offset)
+        assert read_reports(fd, offset)[0] == ["/half/written.py"]
+        assert os.pread(fd, 1, 0) == b"R"
+    finally:
+        os.close(fd)
+        sys.modules.pop("imported_late", None)

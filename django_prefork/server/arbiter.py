@@ -49,6 +49,7 @@ from django_prefork.server.starter import (
 from django_prefork.server.upgrade import BinaryUpgrade
 from django_prefork.server.zygote import become_subreaper
 from django_prefork.workers.heartbeat import Heartbeat
+from django_prefork.workers.importwatch import REPORT_OFFSET, read_reports
 from django_prefork.workers.loadboard import LoadBoard
 from django_prefork.workers.process import WORKER_BOOT_ERROR, freeze_before_fork, set_process_title
 
@@ -105,6 +106,8 @@ class WorkerRecord:
     retiring: bool = False  # sent TERM: counted no more, waited for until it exits
     aborted_at: float | None = None
     killed: bool = False
+    #: --reload: how far its heartbeat file's import reports are read (importwatch.py).
+    reports_read: int = REPORT_OFFSET
 
 
 @dataclass
@@ -325,10 +328,22 @@ class Arbiter:
         change is seen once, and the next save tries again."""
         if self.devreload is None or not self.cfg.reload or self.stopping:
             return
+        self._adopt_imports()
         path = self.devreload.changed()
         if path is not None:
             log.info("Change detected in %s (--reload)", path)
             self.reload()
+
+    def _adopt_imports(self) -> None:
+        """Watch the files of modules the workers imported after their boot (a view's own
+        imports, template tag libraries): they report them in their heartbeat files."""
+        assert self.devreload is not None
+        for record in self.workers.values():
+            paths, record.reports_read = read_reports(record.heartbeat.fd, record.reports_read)
+            if paths:
+                log.debug("Worker %s imported %d more files: watching them too (--reload)",
+                          record.pid, len(paths))
+                self.devreload.adopt(WatchList(frozenset(paths), frozenset()))
 
     def reap_workers(self) -> None:
         while True:

@@ -29,6 +29,7 @@ from django_prefork.workers import worker_class_for
 from django_prefork.workers.accept import AcceptPolicy
 from django_prefork.workers.drain import Drain, close_listener_copy
 from django_prefork.workers.heartbeat import Heartbeat
+from django_prefork.workers.importwatch import ImportReporter
 from django_prefork.workers.inflight import RequestTracker, RequestWatch, Running
 from django_prefork.workers.loadboard import LoadBoard
 from django_prefork.workers.process import WORKER_BOOT_ERROR, set_process_title
@@ -85,6 +86,8 @@ class Worker:
         self._next_housekeeping = 0.0
         self._exit_hook_called = False
         self.ctx: ServerContext | None = None
+        #: --reload: tells the master of modules imported after the boot (importwatch.py).
+        self.imports: ImportReporter | None = None
         #: Every accept() of every class goes through it (workers/accept.py).
         self.accept_policy = AcceptPolicy()
         #: Set once the worker stops accepting new work (workers/drain.py).
@@ -115,6 +118,8 @@ class Worker:
             call_hook(self.cfg.hooks, "post_worker_init", worker_of(self), reraise=True)
             tune_malloc()
             self.heartbeat.mark_ready()
+            if getattr(self.cfg, "reload", False):
+                self.imports = ImportReporter(self.heartbeat.fd)
             log.info("Booted worker with pid: %s", self.pid)
             self.run()
             log.info("Worker exiting (pid: %s)", self.pid)
@@ -198,7 +203,20 @@ class Worker:
         self.heartbeat.beat()
         self.watch.check()
         self.handle_pending_work()
+        if self.imports is not None:
+            self.report_imports()
         return self.parent_alive()
+
+    def report_imports(self) -> None:
+        """--reload: tell the master of modules imported since the last look. A failure here
+        only ends the reporting (logged once): it must never stop the serving."""
+        assert self.imports is not None
+        try:
+            self.imports.report_new()
+        except Exception:
+            log.exception("--reload: the files this worker imported cannot be reported; "
+                          "edits to them will not reload")
+            self.imports = None
 
     def begin_drain(self, close: Callable[[Listener], None] = close_listener_copy) -> Drain:
         """Stop accepting new work and start the drain protocol (workers/drain.py)."""
