@@ -351,16 +351,17 @@ class DevReloader:
 
     def __init__(self, engine_name: str) -> None:
         self.engine = make_engine(engine_name)
-        self.count = 0
+        self.globs: set[str] = set()
 
     def adopt(self, watch_list: WatchList) -> None:
         before = len(self.engine.files)
         self.engine.watch(set(watch_list.files), set(watch_list.globs))
+        self.globs |= watch_list.globs
         if len(self.engine.files) != before:
             # Said once at start (the operator learns it works, and how); later at debug.
             level = logging.INFO if not before else logging.DEBUG
             log.log(level, "Watching %s files and %s patterns for changes (--reload, %s)",
-                    len(self.engine.files), len(watch_list.globs), self.engine.name)
+                    len(self.engine.files), len(self.globs), self.engine.name)
 
     def fds(self) -> list[int]:
         return self.engine.fds()
