@@ -88,6 +88,22 @@ def send_all(sock: Any, data: bytes, flags: int = 0) -> None:
         sock.sendall(memoryview(data)[sent:], flags)
 
 
+#: (TLS, raw) per socket class, for socket_kind.
+_SOCKET_KINDS: dict[type, tuple[bool, bool]] = {}
+
+
+def socket_kind(sock: Any) -> tuple[bool, bool]:
+    """(is a TLS socket, is a raw socket that sendfile() may write to: never through TLS,
+    stdlib or gevent). Found once per socket class: hasattr() of a missing attribute on a
+    gevent socket goes through its __getattr__ and an AttributeError, 2.6 µs per
+    connection."""
+    kind = _SOCKET_KINDS.get(type(sock))
+    if kind is None:
+        tls = hasattr(sock, "do_handshake")
+        kind = _SOCKET_KINDS[type(sock)] = (tls, hasattr(sock, "sendfile") and not tls)
+    return kind
+
+
 class ServerContext:
     """What every connection of a worker shares: the app, the settings read once, the logs."""
 
@@ -246,10 +262,8 @@ class HTTPConnection:
         #: Set by the worker: the next response is this connection's last (`Connection:
         #: close`), e.g. gthread shedding keep-alive connections at `worker_connections`.
         self.closing = False
-        # sendfile() writes raw bytes: never through TLS (stdlib or gevent SSL sockets).
         #: A TLS socket (the worker wrapped it, http/tls.py): https in the environ.
-        self.tls = hasattr(sock, "do_handshake")
-        raw_socket = hasattr(sock, "sendfile") and not self.tls
+        self.tls, raw_socket = socket_kind(sock)
         self.can_sendfile = raw_socket and ctx.use_sendfile  # --no-sendfile
         # A TCP socket without TLS: send/recv flags are allowed (TLS sockets refuse them) and
         # there are segments to merge (send_last, recv_body_exact).
