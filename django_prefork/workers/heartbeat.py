@@ -3,7 +3,8 @@
 A worker proves it is alive by changing the file's ctime (fchmod, no data written); the master
 compares that ctime with the clock. One byte at offset 0 says "booted and serving", so the
 master can tell a worker that is still importing Django from one that is stuck, and can wait
-for new workers to be ready before retiring old ones on reload.
+for new workers to be ready before retiring old ones on reload. With ``--reload`` the rest
+of the file carries the worker's import reports (`workers/importwatch.py`).
 
 The master creates the file (in ``worker_tmp_dir``) and the worker inherits the fd. Only the
 file's owner may fchmod it, so with ``user``/``group`` set the master gives it to the
