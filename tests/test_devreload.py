@@ -305,3 +305,34 @@ def test_import_reports_are_read_line_by_line_and_once(tmp_path: Path, monkeypat
     finally:
         os.close(fd)
         sys.modules.pop("imported_late", None)
+
+
+def test_a_worker_that_imported_too_much_says_so_once_and_stops_reporting(
+        tmp_path: Path, monkeypatch, caplog):
+    """The report area is bounded (REPORT_LIMIT): past it, one warning, and nothing more is
+    written, so a worker that imports without end cannot grow its heartbeat file."""
+    import importlib
+    import logging
+
+    from django_prefork.workers import importwatch
+
+    monkeypatch.setattr(importwatch, "REPORT_LIMIT", 10)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fd = os.open(tmp_path / "heartbeat", os.O_RDWR | os.O_CREAT, 0o600)
+    names = ("imported_big_a", "imported_big_b")
+    try:
+        reporter = importwatch.ImportReporter(fd)
+        for name in names:
+            (tmp_path / f"{name}.py").write_text("")
+        with caplog.at_level(logging.WARNING, logger="django_prefork.error"):
+            importlib.import_module(names[0])
+            assert reporter.report_new() == 0
+            importlib.import_module(names[1])
+            assert reporter.report_new() == 0
+        warnings = [r for r in caplog.records if "more files than it can report" in r.message]
+        assert len(warnings) == 1, caplog.records
+        assert os.fstat(fd).st_size == 0  # nothing was written
+    finally:
+        os.close(fd)
+        for name in names:
+            sys.modules.pop(name, None)
