@@ -37,7 +37,6 @@ class ImportReporter:
         self.offset = REPORT_OFFSET
         self._modules = set(sys.modules)
         self._count = len(sys.modules)
-        self._reported: set[str] = set()
         self._full = False
 
     def report_new(self) -> int:
@@ -51,8 +50,7 @@ class ImportReporter:
         self._modules.update(loaded)
         from django.utils.autoreload import iter_modules_and_files
 
-        paths = sorted(str(path) for path in iter_modules_and_files(tuple(new), frozenset())
-                       if str(path) not in self._reported)
+        paths = sorted(str(path) for path in iter_modules_and_files(tuple(new), frozenset()))
         if not paths:
             return 0
         data = "".join(f"{path}\n" for path in paths if "\n" not in path).encode()
@@ -64,7 +62,6 @@ class ImportReporter:
         # One write of whole lines: the master reads up to the last newline it sees.
         os.pwrite(self.fd, data, self.offset)
         self.offset += len(data)
-        self._reported.update(paths)
         return len(paths)
 
 
