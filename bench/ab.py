@@ -23,23 +23,23 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from run import (
-    APPS,
     REPO_ROOT,
     ROWS,
     Measurement,
     Row,
     add_common_arguments,
     add_selection_arguments,
+    check_imports_from,
     check_selection,
     measure,
     prepare,
-    server_env,
+    revision_tree,
+    short_revision,
 )
 
 
@@ -59,20 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--rounds must be at least 1")
     args.anchors, args.anchors_explicit = [], False  # (what prepare() reads)
     return args
-
-
-def check_imports_from(root: Path) -> None:
-    """The servers must import django_prefork from `root`: an editable install of the
-    working tree in this interpreter would win over PYTHONPATH and measure it twice."""
-    settings = APPS["django"][0]
-    out = subprocess.run(
-        [sys.executable, "-c", "import django_prefork; print(django_prefork.__file__)"],
-        capture_output=True, text=True, env=server_env(settings, root), cwd=tempfile.gettempdir())
-    found = Path(out.stdout.strip() or "?").resolve()
-    if root.resolve() not in found.parents:
-        sys.exit(f"django_prefork imports from {found}, not from {root}: run bench/ab.py "
-                 f"with an interpreter that does not have the package installed (for "
-                 f"example bench/.venv/bin/python)")
 
 
 def ratio_line(row: str, wc: str, base: list[Measurement], head: list[Measurement]) -> str:
@@ -122,24 +108,15 @@ def measure_rounds(args: argparse.Namespace, wrk: str | None, rows: list[Row],
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wrk = prepare(args)
-    rev = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=REPO_ROOT,
-                         capture_output=True, text=True)
-    if rev.returncode != 0:
-        sys.exit(f"unknown revision {args.base!r}: {rev.stderr.strip()}")
-    short = rev.stdout.strip()
+    short = short_revision(args.base)
+    if short is None:
+        sys.exit(f"unknown revision {args.base!r}")
     rows = [ROWS[name] for name in args.rows.split(",")]
     classes = args.worker_classes.split(",")
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
-        base_root = Path(tmp) / "base"
-        subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(base_root),
-                        short], cwd=REPO_ROOT, check=True)
-        try:
-            check_imports_from(base_root)
-            check_imports_from(REPO_ROOT)
+        check_imports_from(REPO_ROOT)
+        with revision_tree(short, Path(tmp) / "base") as base_root:
             results = measure_rounds(args, wrk, rows, classes, base_root, Path(tmp))
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(base_root)],
-                           cwd=REPO_ROOT, check=False)
     print(f"\nbase {short} against the working tree; {args.rounds} rounds of "
           f"{args.duration:g} s, medians; [lowest-highest per-round ratio]; the last column: "
           f"rounds in which the working tree used less CPU per request")

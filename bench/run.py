@@ -45,7 +45,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,6 +75,12 @@ ANCHOR_CLASS = "own"
 ANCHOR_REQUIREMENTS = {"granian": ("granian",), "uwsgi": ("pyuwsgi", "uwsgi")}
 METRICS_RE = re.compile(r"Metrics at: (http://127\.0\.0\.1:\d+/metrics)")
 WORKER_CLASSES = ("sync", "gthread", "gevent")
+#: The code issue 16 measured: its item 4 asks the gevent `Connection: close` row for 1.5x
+#: that code's req/s. bench/run.py measures it in the same run (a git worktree), as the
+#: server kind BASELINE, on that row only (`--baseline none`: not at all).
+ISSUE16_BASE = "ecfad29"
+BASELINE = "baseline"
+BASELINE_CELL = ("gevent", "wsgi-hello-close")
 LISTEN_RE = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 SLEEP_SECONDS = 0.05
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -225,6 +231,40 @@ def server_env(settings: str, root: Path = REPO_ROOT) -> dict[str, str]:
     env["DJANGO_SETTINGS_MODULE"] = settings
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def check_imports_from(root: Path) -> None:
+    """The servers must import django_prefork from `root`: an editable install of the
+    working tree in this interpreter would win over PYTHONPATH and measure it twice."""
+    settings = APPS["django"][0]
+    out = subprocess.run(
+        [sys.executable, "-c", "import django_prefork; print(django_prefork.__file__)"],
+        capture_output=True, text=True, env=server_env(settings, root), cwd=tempfile.gettempdir())
+    found = Path(out.stdout.strip() or "?").resolve()
+    if root.resolve() not in found.parents:
+        sys.exit(f"django_prefork imports from {found}, not from {root}: run bench/ with an "
+                 "interpreter that does not have the package installed (for example "
+                 "bench/.venv/bin/python)")
+
+
+def short_revision(rev: str) -> str | None:
+    """`rev` as a short commit id, or None if this checkout does not have it."""
+    out = subprocess.run(["git", "rev-parse", "--short", "--verify", "--quiet",
+                          f"{rev}^{{commit}}"], cwd=REPO_ROOT, capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+@contextlib.contextmanager
+def revision_tree(rev: str, where: Path) -> Iterator[Path]:
+    """The tree of commit `rev`, checked out (git worktree) at `where` until the end."""
+    subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(where), rev],
+                   cwd=REPO_ROOT, check=True)
+    try:
+        check_imports_from(where)
+        yield where
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(where)], cwd=REPO_ROOT,
+                       check=False)
 
 
 def machine_facts(wrk: str | None) -> dict[str, str]:
@@ -960,6 +1000,28 @@ def targets(cells: Cells, rows: list[Row], classes: list[str],
             ok = ok and ratio >= 1.1
             details.append(f"{name} {ratio:.2f}x {best[0]}")
         out.append((verdict(ok) if judged else "SKIP", label, ", ".join(details)))
+    for wc in classes:  # issue 16, item 3
+        rp = cell("runprefork", wc, "django-hello")
+        label = f"[{wc}] Django hello keep-alive: app share >= 65%"
+        if "django-hello" not in names or not rp.ok or rp.app_share is None:
+            out.append(("SKIP", label, "row not run or failed, or no in-process reference"))
+        else:
+            out.append((verdict(rp.app_share >= 0.65), label,
+                        f"app share {rp.app_share * 100:.0f}%"))
+    wc, row_name = BASELINE_CELL  # issue 16, item 4
+    rev = getattr(args, "baseline_rev", None)
+    label = (f"[{wc}] plain WSGI hello, Connection: close: req/s >= 1.5x the code issue 16 "
+             f"measured ({rev or getattr(args, 'baseline', ISSUE16_BASE)}), in this run")
+    rp, base = cell("runprefork", wc, row_name), cell(BASELINE, wc, row_name)
+    if not rev:
+        out.append(("SKIP", label, "baseline not measured (row or class not selected, "
+                    "--baseline none, or the revision is not in this checkout)"))
+    elif not (rp.ok and base.ok and base.rps):
+        out.append(("SKIP", label, "row failed"))
+    else:
+        ratio = rp.rps / base.rps
+        out.append((verdict(ratio >= 1.5), label,
+                    f"{rp.rps:,.0f} against {base.rps:,.0f} req/s: {ratio:.2f}x"))
     rp = cell("runprefork", "gevent", "django-sleep50")
     limit = min(ROWS["django-sleep50"].clients, args.workers * args.worker_connections) \
         / SLEEP_SECONDS
@@ -1066,6 +1128,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--even-tolerance", type=float, default=1.25,
                         help="busiest worker's CPU share over its fair share, at most "
                         "(default 1.25)")
+    parser.add_argument("--baseline", default=ISSUE16_BASE,
+                        help="the revision whose gevent wsgi-hello-close req/s issue 16's item 4 "
+                        f"is measured against, in the same run (default {ISSUE16_BASE}, the "
+                        "code the issue measured), or none")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target FAILs")
     args = parser.parse_args(argv)
     if args.duration is None:
@@ -1115,6 +1181,21 @@ def ensure_data_file(rows: list[Row]) -> None:
         ensure_file()
 
 
+def baseline_revision(args: argparse.Namespace, rows: list[Row],
+                      classes: list[str]) -> str | None:
+    """The short commit of --baseline, if this run measures it: the gevent wsgi-hello-close
+    row is selected and the checkout has the commit (a tarball or a shallow clone has not:
+    then the item 4 target is skipped, with a line saying why)."""
+    wc, row = BASELINE_CELL
+    if args.baseline == "none" or wc not in classes or row not in {r.name for r in rows}:
+        return None
+    rev = short_revision(args.baseline)
+    if rev is None:
+        print(f"[bench] revision {args.baseline} is not in this checkout: the gevent "
+              f"{row} row is not measured against it", flush=True)
+    return rev
+
+
 def print_measurement(m: Measurement, label: str) -> None:
     state = (f"{m.rps:,.0f} req/s p99 {m.p99_ms:.1f} ms {m.cpu_per_req_us:,.0f} µs/req "
              f"{m.peak_mem_mb:.1f} MB" if m.ok else f"FAILED: {m.error}")
@@ -1149,8 +1230,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"in-process {key}: {app_cpu[key] * 1e6:,.1f} µs app CPU/request",
                       flush=True)
 
+    args.baseline_rev = baseline_revision(args, rows, classes)
     measurements: list[Measurement] = []
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, contextlib.ExitStack() as stack:
+        baseline_root = None
+        if args.baseline_rev:
+            check_imports_from(REPO_ROOT)
+            baseline_root = stack.enter_context(revision_tree(args.baseline_rev,
+                                                              Path(tmp) / "baseline"))
         for wc in classes:
             for row in rows:
                 # The anchors have one configuration each, not one per worker class: they are
@@ -1158,10 +1245,17 @@ def main(argv: list[str] | None = None) -> int:
                 # The metrics row is runprefork's own setting: no anchor there.
                 with_anchors = wc == classes[0] and not row.metrics
                 kinds = (*SERVERS, *(anchors if with_anchors else ()))
+                if baseline_root is not None and (wc, row.name) == BASELINE_CELL:
+                    kinds = (*kinds, BASELINE)
                 for i in range(args.repeat):
                     for kind in (kinds if i % 2 == 0 else kinds[::-1]):
                         slot = ANCHOR_CLASS if kind in ANCHORS else wc
-                        m = measure(kind, slot, row, args, wrk, Path(tmp))
+                        if kind == BASELINE:  # runprefork, from the baseline's tree
+                            m = measure("runprefork", slot, row, args, wrk, Path(tmp),
+                                        root=baseline_root or REPO_ROOT)
+                            m.server = BASELINE
+                        else:
+                            m = measure(kind, slot, row, args, wrk, Path(tmp))
                         measurements.append(m)
                         print_measurement(m, f"{slot:7} {row.name:20} #{i + 1} {kind:10}")
 
