@@ -1009,9 +1009,9 @@ def targets(cells: Cells, rows: list[Row], classes: list[str],
             out.append((verdict(rp.app_share >= 0.65), label,
                         f"app share {rp.app_share * 100:.0f}%"))
     wc, row_name = BASELINE_CELL  # issue 16, item 4
-    rev = getattr(args, "baseline_rev", None)
+    rev = args.baseline_rev
     label = (f"[{wc}] plain WSGI hello, Connection: close: req/s >= 1.5x the code issue 16 "
-             f"measured ({rev or getattr(args, 'baseline', ISSUE16_BASE)}), in this run")
+             f"measured ({rev or args.baseline}), in this run")
     rp, base = cell("runprefork", wc, row_name), cell(BASELINE, wc, row_name)
     if not rev:
         out.append(("SKIP", label, "baseline not measured (row or class not selected, "
@@ -1251,8 +1251,9 @@ def main(argv: list[str] | None = None) -> int:
                     for kind in (kinds if i % 2 == 0 else kinds[::-1]):
                         slot = ANCHOR_CLASS if kind in ANCHORS else wc
                         if kind == BASELINE:  # runprefork, from the baseline's tree
+                            assert baseline_root is not None
                             m = measure("runprefork", slot, row, args, wrk, Path(tmp),
-                                        root=baseline_root or REPO_ROOT)
+                                        root=baseline_root)
                             m.server = BASELINE
                         else:
                             m = measure(kind, slot, row, args, wrk, Path(tmp))
