@@ -79,9 +79,10 @@ def main() -> None:
         _send(control, b"F" + str(exc).encode("utf-8", "replace"))
         os._exit(ZYGOTE_BOOT_ERROR)
 
-    from django_prefork.workers.process import set_process_title
+    from django_prefork.workers.process import release_free_heap, set_process_title
 
     set_process_title("zygote", cfg)
+    release_free_heap()  # what the imports freed, before any worker shares it
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the master, which stops us
     _send(control, b"R" + json.dumps(cfg.to_dict()).encode())
