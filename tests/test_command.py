@@ -81,6 +81,16 @@ def test_check_config_loads_the_app():
     assert "simulated import error" in broken.stderr
 
 
+def test_a_missing_wsgi_application_is_named(tmp_path):
+    """Django's own words (get_internal_wsgi_application), which we keep without importing
+    runserver's server into every worker."""
+    env = _settings_file(tmp_path, "nowsgi", "WSGI_APPLICATION = 'no_such_module.application'\n")
+    result = run_command("--check-config", settings="nowsgi", env=env)
+    assert result.returncode != 0
+    assert ("WSGI application 'no_such_module.application' could not be loaded; "
+            "Error importing module.") in result.stderr, result.stderr
+
+
 def test_banner_names_versions_addresses_and_workers():
     import django
 
