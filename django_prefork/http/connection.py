@@ -88,6 +88,20 @@ def send_all(sock: Any, data: bytes, flags: int = 0) -> None:
         sock.sendall(memoryview(data)[sent:], flags)
 
 
+def send_all_pair(sock: Any, first: bytes, second: bytes, flags: int = 0) -> None:
+    """first then second, in one sendmsg() when the kernel takes both.
+
+    A response head and a body too large to join with it (response.JOIN_LIMIT) leave in one
+    system call and without a segment of their own for the head, without the copy a join
+    would make."""
+    sent = sock.sendmsg((first, second), (), flags)
+    if sent < len(first):
+        sock.sendall(memoryview(first)[sent:], flags)
+        sock.sendall(second, flags)
+    elif sent < len(first) + len(second):
+        sock.sendall(memoryview(second)[sent - len(first):], flags)
+
+
 #: (TLS, raw) per socket class, for socket_kind.
 _SOCKET_KINDS: dict[type, tuple[bool, bool]] = {}
 
@@ -234,6 +248,7 @@ class HTTPConnection:
         "_trusted",
         "_unix",
         "can_sendfile",
+        "can_sendmsg",
         "client_addr",
         "closing",
         "ctx",
@@ -265,6 +280,7 @@ class HTTPConnection:
         #: A TLS socket (the worker wrapped it, http/tls.py): https in the environ.
         self.tls, raw_socket = socket_kind(sock)
         self.can_sendfile = raw_socket and ctx.use_sendfile  # --no-sendfile
+        self.can_sendmsg = raw_socket  # TLS sockets have no sendmsg()
         # A TCP socket without TLS: send/recv flags are allowed (TLS sockets refuse them) and
         # there are segments to merge (send_last, recv_body_exact).
         self.plain_tcp = raw_socket and isinstance(server_addr, tuple)
@@ -721,6 +737,25 @@ class HTTPConnection:
         try:
             send_all(sock, data, _MSG_MORE)
             sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            raise ClientDisconnected(f"sending the response: {exc}") from exc
+
+    def send_pair(self, first: bytes, second: bytes, last: bool) -> None:
+        """Send first and second without joining them; `last`: the connection closes after
+        them, and the FIN goes with them (send_last)."""
+        if not self.can_sendmsg:
+            self.send(first)
+            if last:
+                self.send_last(second)
+            else:
+                self.send(second)
+            return
+        sock = self.sock
+        with_fin = last and self.plain_tcp and _MSG_MORE
+        try:
+            send_all_pair(sock, first, second, _MSG_MORE if with_fin else 0)
+            if with_fin:
+                sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
             raise ClientDisconnected(f"sending the response: {exc}") from exc
 

@@ -74,6 +74,10 @@ class Sink(Protocol):
     def send_last(self, data: bytes) -> None:
         """Send the last bytes before the connection closes (with the FIN, if it can)."""
 
+    def send_pair(self, first: bytes, second: bytes, last: bool) -> None:
+        """Send a head and a body too large to join with it (JOIN_LIMIT), in one system call
+        if it can; `last` as for send_last."""
+
     def sendfile(self, file: Any, offset: int, count: int) -> int:
         """Send `count` bytes of `file` from `offset`; the number sent."""
 
@@ -334,8 +338,7 @@ class Response:
             else:
                 sink.send(head + data)
         else:
-            sink.send(head)
-            sink.send(data)
+            sink.send_pair(head, data, last)
 
     def _send_body(self, data: bytes) -> None:
         if self.chunked:

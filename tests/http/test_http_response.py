@@ -554,6 +554,10 @@ class _CallLog:
         self.calls.append(("sendall", flags))
         self._sock.sendall(data, flags)
 
+    def sendmsg(self, buffers, ancdata=(), flags: int = 0) -> int:
+        self.calls.append(("sendmsg", flags))
+        return self._sock.sendmsg(buffers, ancdata, flags)
+
     def shutdown(self, how: int) -> None:
         self.calls.append(("shutdown", how))
         self._sock.shutdown(how)
@@ -570,7 +574,8 @@ class _CallLog:
         return getattr(self._sock, name)
 
     def sends(self) -> list[tuple[str, object]]:
-        return [call for call in self.calls if call[0] in ("send", "sendall", "shutdown")]
+        return [call for call in self.calls
+                if call[0] in ("send", "sendall", "sendmsg", "shutdown")]
 
 
 def _serve_over_tcp(app, request: bytes, keepalive: bool):
@@ -585,10 +590,10 @@ def _serve_over_tcp(app, request: bytes, keepalive: bool):
     conn = HTTPConnection(sock, addr, accepted.getsockname(), make_ctx(app, keepalive=keepalive))
     client.sendall(request)
     try:
-        keep = conn.handle_request()
+        conn.handle_request()
         client.settimeout(5)
         raw = b""
-        while b"\r\n\r\n" not in raw or (keep and not raw.endswith(b"hello")):
+        while not raw.endswith(b"hello"):  # every body here ends so
             data = client.recv(65536)
             if not data:
                 break
@@ -622,6 +627,56 @@ def test_keep_alive_response_is_not_held_back():
     assert raw.endswith(b"hello") and b"Connection: close" not in raw
     assert calls == [("send", 0)]
     assert not saw_eof
+
+
+BIG = b"x" * (100 * 1024) + b"hello"  # beyond JOIN_LIMIT: not joined with the head
+
+
+@pytest.mark.skipif(not hasattr(socket, "MSG_MORE"), reason="MSG_MORE is Linux-only")
+def test_large_closing_response_is_one_sendmsg_with_the_fin():
+    raw, calls, saw_eof = _serve_over_tcp(
+        simple_app(BIG), b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", False
+    )
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and raw.endswith(b"\r\n\r\n" + BIG)
+    # Head and body in one call, without a copy to join them; the FIN goes with them.
+    assert calls == [("sendmsg", socket.MSG_MORE), ("shutdown", socket.SHUT_WR)]
+    assert saw_eof
+
+
+def test_large_keep_alive_response_is_one_sendmsg():
+    raw, calls, saw_eof = _serve_over_tcp(simple_app(BIG), GET, True)
+    assert raw.endswith(b"\r\n\r\n" + BIG) and b"Connection: close" not in raw
+    assert calls == [("sendmsg", 0)]
+    assert not saw_eof
+
+
+def test_send_all_pair_sends_the_rest_when_the_kernel_takes_part():
+    """send_all_pair: one sendmsg() when the kernel takes both, sendall() for what it left,
+    whether it stopped in the first part or in the second."""
+    from django_prefork.http.connection import send_all_pair
+
+    class Partial:
+        def __init__(self, takes: int) -> None:
+            self.takes = takes
+            self.calls: list[tuple[str, bytes, int]] = []
+
+        def sendmsg(self, buffers, ancdata=(), flags: int = 0) -> int:
+            self.calls.append(("sendmsg", b"".join(buffers), flags))
+            return min(self.takes, sum(map(len, buffers)))
+
+        def sendall(self, data: bytes, flags: int = 0) -> None:
+            self.calls.append(("sendall", bytes(data), flags))
+
+    sock = Partial(takes=2)
+    send_all_pair(sock, b"head", b"body", 7)
+    assert sock.calls == [("sendmsg", b"headbody", 7), ("sendall", b"ad", 7),
+                          ("sendall", b"body", 7)]
+    sock = Partial(takes=6)
+    send_all_pair(sock, b"head", b"body")
+    assert sock.calls == [("sendmsg", b"headbody", 0), ("sendall", b"dy", 0)]
+    sock = Partial(takes=8)
+    send_all_pair(sock, b"head", b"body")
+    assert sock.calls == [("sendmsg", b"headbody", 0)]
 
 
 # -- blocking sockets with kernel timeouts: the head is read with MSG_DONTWAIT first ------
