@@ -238,3 +238,40 @@ def test_workers_as_fresh_interpreters_without_a_zygote():
                    and not set(server.ready_workers()) & before, timeout=30,
                    message="new exec'd workers after HUP")
         assert server.get("/hello")[0] == 200
+
+
+def test_a_worker_that_keeps_failing_to_boot_is_started_ever_later(tmp_path: Path):
+    """Once its generation serves, a worker that fails to boot neither stops the server nor
+    comes back at once: the other worker serves on, each next start waits twice as long as
+    the one before (one start per wait, not one per loop tick), and a worker that boots
+    again ends the waits."""
+    refuse = tmp_path / "refuse"
+    conf = tmp_path / "refusing.conf.py"
+    conf.write_text(
+        "import os\n\n\n"
+        "def post_fork(server, worker):\n"
+        f"    if os.path.exists({str(refuse)!r}):\n"
+        "        raise RuntimeError('post_fork refuses')\n")
+    with Server("-c", str(conf), "--workers", "2") as server:
+        server.start(wait_workers=2)
+        refuse.touch()
+        mark = len(server.lines)
+        os.kill(server.ready_workers()[0], signal.SIGKILL)
+        server.wait_for_line(r"failed to boot .*the next start in 4 s", timeout=30, start=mark)
+        lines = server.lines[mark:]
+        held = [line for line in lines if "the next start in" in line]
+        assert [line.rsplit(" in ", 1)[1] for line in held] == ["1 s", "2 s", "4 s"], held
+        last = max(i for i, line in enumerate(lines) if "the next start in 4 s" in line)
+        assert sum("Booting worker" in line for line in lines[:last]) == 3, lines[:last]
+        assert server.get("/hello")[0] == 200
+        assert len(server.ready_workers()) == 1
+
+        refuse.unlink()
+        wait_until(lambda: len(server.ready_workers()) == 2, timeout=30,
+                   message="a worker booting again once post_fork no longer refuses")
+        # Booted again, so the next failure waits 1 s again, not 8.
+        refuse.touch()
+        mark = len(server.lines)
+        os.kill(server.ready_workers()[0], signal.SIGKILL)
+        line = server.wait_for_line(r"the next start in \d+ s", timeout=30, start=mark)
+        assert line.group(0).endswith("in 1 s"), line.group(0)

@@ -82,6 +82,10 @@ ABORT_GRACE = 2.0
 OLD_ZYGOTE_GRACE = 5.0
 # A generation whose zygote keeps failing is started again at most this often.
 RESTART_BACKOFF = 5.0
+# After a worker of a generation that serves fails to boot, the next start waits this long,
+# twice as long after each further failure in a row, up to BOOT_RETRY_MAX.
+BOOT_RETRY_FIRST = 1.0
+BOOT_RETRY_MAX = 30.0
 # Exits of processes reaped before their WorkerStarted event arrived, kept at most this many.
 MAX_UNCLAIMED = 128
 
@@ -156,6 +160,9 @@ class Arbiter:
         self._older_dropped_at = 0.0  # when _drop_older_generations last stopped a zygote
         self._last_generation = 0
         self._restart_at: float | None = None  # when to start the current generation again
+        self._boot_failures = 0  # workers of the serving generation that failed to boot, in a row
+        self._last_boot_failure = 0.0
+        self._starts_held_until = 0.0  # no worker starts before this (time.monotonic())
         self._unclaimed_exits: dict[int, int] = {}
         self.worker_age = 0
         #: What hooks receive as ``server`` (django_prefork/hooks.py).
@@ -712,6 +719,7 @@ class Arbiter:
         self.generation_booted = False
         self.pending = None
         self._restart_at = None  # a restart pending was for the generation now replaced
+        self._boot_failures, self._starts_held_until = 0, 0.0  # so was a hold on starts
         log.info("Reloading: generation %s is ready; replacing the workers %s at a time",
                  generation.number, new_cfg.reload_batch)
 
@@ -775,6 +783,8 @@ class Arbiter:
 
     def _start_missing_workers(self, generation: Generation, current: list[WorkerRecord],
                                older: list[WorkerRecord]) -> None:
+        if time.monotonic() < self._starts_held_until:
+            return  # _hold_back_starts
         starting = sum(1 for r in current if not r.ready) + generation.pending_workers
         if not self.generation_booted:
             # One worker until one has booted: a broken project then prints its import
@@ -830,12 +840,28 @@ class Arbiter:
             self._on_boot_failure(record.generation)
 
     def _on_boot_failure(self, generation: int) -> None:
-        if generation != self.generation or self.generation_booted:
+        if generation != self.generation:
+            return
+        if self.generation_booted:
+            self._hold_back_starts(generation)
             return
         if self.rollout is None:
             raise HaltServer("Worker failed to boot.", WORKER_BOOT_ERROR)
         self._roll_back(f"a worker of generation {generation} failed to boot "
                         f"(exit code {WORKER_BOOT_ERROR}; its error is logged above)")
+
+    def _hold_back_starts(self, generation: int) -> None:
+        """A worker of a generation that serves failed to boot (its post_fork hook, loading
+        the app, the warm-up request): the others serve on, and the next start waits, longer
+        after each failure in a row, until a worker boots again. Without the wait a cause
+        that lasts (a database the warm-up needs, down) restarted workers as fast as they
+        failed, 70 a second, each with its traceback."""
+        self._boot_failures += 1
+        self._last_boot_failure = time.monotonic()
+        delay = min(BOOT_RETRY_MAX, BOOT_RETRY_FIRST * 2 ** min(self._boot_failures - 1, 16))
+        self._starts_held_until = self._last_boot_failure + delay
+        log.error("A worker of generation %s failed to boot (its error is logged above); "
+                  "the next start in %.0f s", generation, delay)
 
     def _current_workers(self) -> list[WorkerRecord]:
         return [r for r in self.workers.values()
@@ -847,6 +873,8 @@ class Arbiter:
                 record.ready = True
             if record.ready and record.generation == self.generation:
                 self.generation_booted = True
+                if self._boot_failures and record.started_at > self._last_boot_failure:
+                    self._boot_failures = 0  # one booted again: the next failure waits 1 s
 
     def _workers_of(self, generation: int) -> list[WorkerRecord]:
         return [r for r in self.workers.values() if r.generation == generation]
