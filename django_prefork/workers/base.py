@@ -355,8 +355,8 @@ def _wsgi_application_from_settings() -> Any:
     """What Django's get_internal_wsgi_application() returns, with its error message.
 
     Not imported from django.core.servers.basehttp: that module brings runserver's server
-    (http.server, socketserver, wsgiref), 2.3 MB of private pages in every forked worker,
-    none of which serves a request here (docs/architecture.md, "Memory model").
+    (http.server, socketserver, wsgiref) into every forked worker, 1 MB of private pages
+    of which none serves a request here (docs/architecture.md, "Memory model").
     """
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
