@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""What the HTTP core costs per request, in one process, without load noise.
+
+    python bench/core_cost.py                 # Django hello (bench/benchproject)
+    python bench/core_cost.py --app hello     # the plain WSGI hello
+    python bench/core_cost.py --requests 20000 --rounds 5
+
+Each variant serves the same GET, sent by the other end of a socketpair, in a loop, and the
+CPU time per request is printed (the lowest of `--rounds`):
+
+- `sockets`: the four socket calls alone (the client's send and recv, the server's recv and
+  send), the floor under every variant;
+- `lean`: a request loop with no policy at all (split the head, a minimal environ, the app,
+  join its body, one send): what Python costs without validation or limits;
+- `lean+request`: the lean loop with runprefork's request side (`parse_head`,
+  `build_environ`);
+- `lean+response`: the lean loop with runprefork's response side (`Response`: the head
+  checked and built, framing, keep-alive);
+- `core`: `HTTPConnection.handle_request`, the whole HTTP core of every worker class.
+
+The differences between lines are the prices of the parts. They are far steadier than a
+wrk run (a few percent between runs, where two wrk measurements of one server differ by
+10%), so a change to the core can be judged here first, then with bench/ab.py. A part's
+cost here is its cost on warm caches; inside a loaded server it can be higher
+(docs/benchmarks.md). The worker's own loop (poller, timeout watch, metrics) is not in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
+
+from django_prefork.http.connection import HTTPConnection, ServerContext  # noqa: E402
+from django_prefork.http.parser import parse_head  # noqa: E402
+from django_prefork.http.response import Response  # noqa: E402
+from django_prefork.http.settings import CoreSettings  # noqa: E402
+from django_prefork.http.wsgi import build_environ  # noqa: E402
+
+REQUEST = b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
+CLIENT = ("127.0.0.1", 40000)
+SERVER = ("127.0.0.1", 8000)
+
+
+def load_app(name: str) -> Any:
+    if name == "django":
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchproject.settings")
+        from benchproject.wsgi import application
+    else:
+        from benchproject.hello import application
+    return application
+
+
+def lean_environ(head: bytes) -> dict[str, Any]:
+    """The environ a loop without validation would build (what PEP 3333 requires)."""
+    lines = head.split(b"\r\n")
+    method, target, _version = lines[0].split(b" ")
+    path, _, query = target.decode("latin-1").partition("?")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method.decode("ascii"), "SCRIPT_NAME": "", "PATH_INFO": path,
+        "QUERY_STRING": query, "SERVER_NAME": SERVER[0], "SERVER_PORT": str(SERVER[1]),
+        "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": CLIENT[0], "REMOTE_PORT": str(CLIENT[1]),
+        "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(),
+        "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }  # fmt: skip
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        environ[key] = value.strip().decode("latin-1")
+    return environ
+
+
+def lean_respond(sock: socket.socket, app: Any, environ: dict[str, Any]) -> None:
+    """Call the app and send its response with no checks: the head as the app gave it."""
+    got: list[Any] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        got[:] = [status, headers]
+        return None
+
+    result = app(environ, start_response)
+    body = b"".join(result)
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
+    head = [f"HTTP/1.1 {got[0]}\r\n", *(f"{k}: {v}\r\n" for k, v in got[1]), "\r\n"]
+    sock.sendall("".join(head).encode("latin-1") + body)
+
+
+def variants(app: Any, server: socket.socket) -> dict[str, Callable[[], Any]]:
+    settings = CoreSettings(
+        limit_request_line=4094, limit_request_fields=100, limit_request_field_size=8190,
+        limit_request_body=0, header_timeout=10.0, header_map="drop",
+        forwarded_allow_ips=("127.0.0.1",), secure_scheme_headers=(),
+    )  # fmt: skip
+    ctx = ServerContext(app, settings, keepalive=True, recv_first=True,
+                        base_environ={"SERVER_NAME": SERVER[0], "SERVER_PORT": str(SERVER[1])})
+    conn = HTTPConnection(server, CLIENT, SERVER, ctx)
+    canned = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!"
+
+    def sockets() -> None:
+        server.recv(65536)
+        server.sendall(canned)
+
+    def lean() -> None:
+        head = server.recv(65536).partition(b"\r\n\r\n")[0]
+        lean_respond(server, app, lean_environ(head))
+
+    def lean_request() -> None:
+        head = parse_head(server.recv(65536), ctx.limits)
+        environ = build_environ(ctx.base_environ | {"REMOTE_ADDR": CLIENT[0],
+                                                    "REMOTE_PORT": str(CLIENT[1])},
+                                head, io.BytesIO(), (), lambda: False, False)
+        lean_respond(server, app, environ)
+
+    def lean_response() -> None:
+        head = server.recv(65536).partition(b"\r\n\r\n")[0]
+        response = Response(conn, False, True, True)
+        result: Iterable[bytes] = app(lean_environ(head), response.start_response)
+        try:
+            response.send_iterable(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+
+    return {"sockets": sockets, "lean": lean, "lean+request": lean_request,
+            "lean+response": lean_response, "core": conn.handle_request}
+
+
+def cost(serve: Callable[[], Any], client: socket.socket, requests: int) -> float:
+    """CPU µs per request of `serve`, the client's two calls included."""
+    started = time.process_time()
+    for _ in range(requests):
+        client.send(REQUEST)
+        serve()
+        if not client.recv(65536):
+            raise RuntimeError("the server side closed the connection")
+    return (time.process_time() - started) / requests * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--app", choices=("django", "hello"), default="django")
+    parser.add_argument("--requests", type=int, default=0,
+                        help="per variant and round (default 8,000 Django, 50,000 hello)")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    requests = args.requests or (8_000 if args.app == "django" else 50_000)
+    app = load_app(args.app)
+    server, client = socket.socketpair()
+    table = variants(app, server)
+    for serve in table.values():  # warm-up: imports, URL resolver, caches
+        cost(serve, client, 200)
+    best: dict[str, float] = {}
+    for _ in range(args.rounds):  # interleaved, so a slow moment touches every variant
+        for name, serve in table.items():
+            best[name] = min(best.get(name, float("inf")), cost(serve, client, requests))
+    lean = best["lean"]
+    print(f"{args.app}: CPU µs per request, lowest of {args.rounds} rounds of {requests:,}")
+    for name, value in best.items():
+        extra = "" if name in ("sockets", "lean") else f"  (+{value - lean:.1f} over lean)"
+        print(f"  {name:14} {value:7.1f}{extra}")
+
+
+if __name__ == "__main__":
+    main()
