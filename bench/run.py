@@ -67,10 +67,11 @@ VENV_REQUIREMENTS = ("Django>=5.2", "httptools>=0.6.4", "setproctitle>=1.3", "ge
 SERVERS = ("runprefork", "gunicorn")
 #: The anchors (issue 16): other fast WSGI servers, measured once per row in their own best
 #: configuration for the same number of workers (docs/benchmarks.md, "Anchors"). Bench-only.
-ANCHORS = ("granian", "uwsgi", "bjoern")
+ANCHORS = ("granian", "uwsgi", "bjoern", "lean-python", "lean-core", "lean-c")
 #: The anchors issue 16's item 2 measures runprefork against, and the default of --anchors.
-#: bjoern (a C server without policy: bench/bjoern_serve.py) is the ceiling, measured only
-#: when asked for, and never the "better anchor".
+#: The others are ceilings, measured only when asked for and never the "better anchor":
+#: bjoern (a C server without policy: bench/bjoern_serve.py) and the lean loops of
+#: bench/lean_loop.py (no policy in Python, our HTTP core without its worker, a core in C).
 TARGET_ANCHORS = ("granian", "uwsgi")
 #: The worker-class slot of an anchor's cells: an anchor has one configuration, not three.
 ANCHOR_CLASS = "own"
@@ -152,6 +153,8 @@ def anchor_command(name: str) -> list[str] | None:
     if name == "bjoern":
         return [sys.executable, str(BENCH_DIR / "bjoern_serve.py")] \
             if importlib.util.find_spec("bjoern") else None
+    if name.startswith("lean-"):  # (nothing to install; "lean-c" compiles its probe at start)
+        return [sys.executable, str(BENCH_DIR / "lean_loop.py"), name.removeprefix("lean-")]
     # pyuwsgi and uwsgi both install a `uwsgi` script beside the interpreter.
     script = bin_dir / "uwsgi"
     return [str(script)] if script.exists() else None
@@ -448,7 +451,7 @@ def anchor_args(kind: str, row: Row, port: int, args: argparse.Namespace) -> lis
     """Each anchor's best comparable configuration: the same number of worker processes,
     its own concurrency model, no access log (docs/benchmarks.md, "Anchors")."""
     _, module = APPS[row.app]
-    if kind == "bjoern":
+    if kind == "bjoern" or kind.startswith("lean-"):
         return [str(port), str(args.workers), module]
     if kind == "granian":
         return ["--interface", "wsgi", "--http", "1", "--host", "127.0.0.1", "--port",
@@ -1144,8 +1147,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_selection_arguments(parser)
     parser.add_argument("--anchors", help="comma-separated anchors to measure beside gunicorn, "
                         f"from {','.join(ANCHORS)}, or none (default: those of "
-                        f"{','.join(TARGET_ANCHORS)} that can be installed; bjoern is the "
-                        "C ceiling, measured only when named)")
+                        f"{','.join(TARGET_ANCHORS)} that can be installed; the others "
+                        "are ceilings, measured only when named)")
     parser.add_argument("--granian-blocking-threads", type=int, default=1,
                         help="granian's WSGI threads per worker (default 1, see "
                         "docs/benchmarks.md)")
