@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Request loops without runprefork's policy: the floors bench/run.py measures as ceilings.
 
-    python bench/lean_loop.py MODE PORT WORKERS MODULE      # MODE: python, core or c
+    python bench/lean_loop.py MODE PORT WORKERS MODULE
+    # MODE: python, core, c, gevent-python or gevent-c
 
 Each worker is a keep-alive epoll loop in one thread, forked after the app is loaded, on one
 listening socket. What serves a request that has arrived:
@@ -11,7 +12,10 @@ listening socket. What serves a request that has arrived:
 - `core`: runprefork's HTTP core (`HTTPConnection.handle_request`) with none of its worker
   (no poller policy, timeout watch, metrics or load board);
 - `c`: `lean_core.c`, the request's head, environ and response in C (a measuring probe with
-  few checks), compiled here on first use with the running interpreter's headers.
+  few checks), compiled here on first use with the running interpreter's headers;
+- `gevent-python`, `gevent-c`: `python` and `c` with gevent's patches and a greenlet per
+  connection, which waits in gevent's hub for its next request, as the gevent worker does
+  (`gevent-c` sends without waiting: a response larger than the socket's buffer is cut).
 
 With bjoern (a C loop) they split runprefork's cost per request into what Python costs,
 what our HTTP core costs and what our worker costs (docs/benchmarks.md, 2026-12-03). They
@@ -149,6 +153,33 @@ def c_server(app: Any, port: int) -> Callable[[socket.socket, Any], Callable[[],
 SERVERS = {"python": python_server, "core": core_server, "c": c_server}
 
 
+def gevent_worker_loop(listener_fd: int,
+                       connection: Callable[[socket.socket, Any], Callable[[], bool]]) -> None:
+    """A greenlet per connection; waiting (accept, the next request) is gevent's."""
+    import gevent
+    import gevent.socket
+
+    listener = gevent.socket.socket(fileno=listener_fd)
+
+    def handle(sock: Any, addr: Any) -> None:
+        serve = connection(sock, addr)
+        fd = sock.fileno()
+        try:
+            while True:
+                gevent.socket.wait_read(fd)
+                if not serve():
+                    break
+        except (OSError, ValueError):
+            pass
+        finally:
+            sock.close()
+
+    while True:
+        sock, addr = listener.accept()
+        gevent.spawn(handle, sock, addr)
+        gevent.sleep(0)  # one connection per turn, as the gevent worker
+
+
 def worker_loop(listener: socket.socket,
                 connection: Callable[[socket.socket, Any], Callable[[], bool]]) -> None:
     epoll = select.epoll()
@@ -176,21 +207,33 @@ def worker_loop(listener: socket.socket,
                 sock.close()
 
 
+def app_of(module: str) -> Any:
+    return importlib.import_module(module).application
+
+
 def main() -> None:
     mode, port, workers, module = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    app = importlib.import_module(module).application
-    connection = SERVERS[mode](app, port)
+    greenlets = mode.startswith("gevent-")
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
     listener.listen(1024)
     listener.setblocking(False)
+    if not greenlets:  # loaded once and forked
+        connection = SERVERS[mode](app_of(module), port)
     children = []
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            worker_loop(listener, connection)
+            if greenlets:  # patched before the app is imported, as the gevent worker does
+                from gevent import monkey
+
+                monkey.patch_all()
+                connection = SERVERS[mode.removeprefix("gevent-")](app_of(module), port)
+                gevent_worker_loop(listener.detach(), connection)
+            else:
+                worker_loop(listener, connection)
             os._exit(0)
         children.append(pid)
 

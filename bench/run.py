@@ -67,7 +67,8 @@ VENV_REQUIREMENTS = ("Django>=5.2", "httptools>=0.6.4", "setproctitle>=1.3", "ge
 SERVERS = ("runprefork", "gunicorn")
 #: The anchors (issue 16): other fast WSGI servers, measured once per row in their own best
 #: configuration for the same number of workers (docs/benchmarks.md, "Anchors"). Bench-only.
-ANCHORS = ("granian", "uwsgi", "bjoern", "lean-python", "lean-core", "lean-c")
+ANCHORS = ("granian", "uwsgi", "bjoern", "lean-python", "lean-core", "lean-c",
+           "lean-gevent-python", "lean-gevent-c")
 #: The anchors issue 16's item 2 measures runprefork against, and the default of --anchors.
 #: The others are ceilings, measured only when asked for and never the "better anchor":
 #: bjoern (a C server without policy: bench/bjoern_serve.py) and the lean loops of
