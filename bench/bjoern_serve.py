@@ -12,45 +12,17 @@ what makes it the ceiling a compiled request loop could approach, not an anchor 
 from __future__ import annotations
 
 import importlib
-import os
-import signal
 import sys
-from types import FrameType
+
+from lean_loop import run_forked
 
 
 def main() -> None:
     port, workers, module = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     import bjoern  # type: ignore[import-not-found, unused-ignore]
 
-    app = importlib.import_module(module).application
-    bjoern.listen(app, "127.0.0.1", port)
-    children = []
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            bjoern.run()
-            os._exit(0)
-        children.append(pid)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for pid in children:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-        os._exit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    print(f"bjoern: {workers} workers on 127.0.0.1:{port}", flush=True)
-    while True:
-        signal.pause()
+    bjoern.listen(importlib.import_module(module).application, "127.0.0.1", port)
+    run_forked(workers, bjoern.run, f"bjoern: {workers} workers on 127.0.0.1:{port}")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
 
+from lean_loop import lean_environ, lean_response  # noqa: E402
+
 from django_prefork.http.connection import HTTPConnection, ServerContext  # noqa: E402
 from django_prefork.http.parser import parse_head  # noqa: E402
 from django_prefork.http.response import Response  # noqa: E402
@@ -60,43 +62,6 @@ def load_app(name: str) -> Any:
     return application
 
 
-def lean_environ(head: bytes) -> dict[str, Any]:
-    """The environ a loop without validation would build (what PEP 3333 requires)."""
-    lines = head.split(b"\r\n")
-    method, target, _version = lines[0].split(b" ")
-    path, _, query = target.decode("latin-1").partition("?")
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": method.decode("ascii"), "SCRIPT_NAME": "", "PATH_INFO": path,
-        "QUERY_STRING": query, "SERVER_NAME": SERVER[0], "SERVER_PORT": str(SERVER[1]),
-        "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": CLIENT[0], "REMOTE_PORT": str(CLIENT[1]),
-        "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(),
-        "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-    }  # fmt: skip
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
-        environ[key] = value.strip().decode("latin-1")
-    return environ
-
-
-def lean_respond(sock: socket.socket, app: Any, environ: dict[str, Any]) -> None:
-    """Call the app and send its response with no checks: the head as the app gave it."""
-    got: list[Any] = []
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        got[:] = [status, headers]
-        return None
-
-    result = app(environ, start_response)
-    body = b"".join(result)
-    close = getattr(result, "close", None)
-    if close is not None:
-        close()
-    head = [f"HTTP/1.1 {got[0]}\r\n", *(f"{k}: {v}\r\n" for k, v in got[1]), "\r\n"]
-    sock.sendall("".join(head).encode("latin-1") + body)
-
-
 def variants(app: Any, server: socket.socket) -> dict[str, Callable[[], Any]]:
     settings = CoreSettings(
         limit_request_line=4094, limit_request_fields=100, limit_request_field_size=8190,
@@ -114,19 +79,20 @@ def variants(app: Any, server: socket.socket) -> dict[str, Callable[[], Any]]:
 
     def lean() -> None:
         head = server.recv(65536).partition(b"\r\n\r\n")[0]
-        lean_respond(server, app, lean_environ(head))
+        server.sendall(lean_response(app, lean_environ(head, SERVER[1], CLIENT)))
 
     def lean_request() -> None:
         head = parse_head(server.recv(65536), ctx.limits)
         environ = build_environ(ctx.base_environ | {"REMOTE_ADDR": CLIENT[0],
                                                     "REMOTE_PORT": str(CLIENT[1])},
                                 head, io.BytesIO(), (), lambda: False, False)
-        lean_respond(server, app, environ)
+        server.sendall(lean_response(app, environ))
 
-    def lean_response() -> None:
+    def lean_with_our_response() -> None:
         head = server.recv(65536).partition(b"\r\n\r\n")[0]
         response = Response(conn, False, True, True)
-        result: Iterable[bytes] = app(lean_environ(head), response.start_response)
+        result: Iterable[bytes] = app(lean_environ(head, SERVER[1], CLIENT),
+                                      response.start_response)
         try:
             response.send_iterable(result)
         finally:
@@ -135,7 +101,7 @@ def variants(app: Any, server: socket.socket) -> dict[str, Callable[[], Any]]:
                 close()
 
     return {"sockets": sockets, "lean": lean, "lean+request": lean_request,
-            "lean+response": lean_response, "core": conn.handle_request}
+            "lean+response": lean_with_our_response, "core": conn.handle_request}
 
 
 def cost(serve: Callable[[], Any], client: socket.socket, requests: int) -> float:

@@ -83,6 +83,23 @@ def lean_environ(head: bytes, port: int, addr: Any) -> dict[str, Any]:
     return environ
 
 
+def lean_response(app: Any, environ: dict[str, Any]) -> bytes:
+    """The app's response as bytes, with no checks: its head as the app gave it."""
+    got: list[Any] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        got[:] = [status, headers]
+
+    result = app(environ, start_response)
+    body = b"".join(result)
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
+    head = [f"HTTP/1.1 {got[0]}\r\nContent-Length: {len(body)}\r\n"]
+    head += [f"{k}: {v}\r\n" for k, v in got[1] if k.lower() != "content-length"]
+    return "".join([*head, "\r\n"]).encode("latin-1") + body
+
+
 def python_server(app: Any, port: int) -> Callable[[socket.socket, Any], Callable[[], bool]]:
     """Per connection, a function serving its next request; False: close it."""
 
@@ -91,21 +108,8 @@ def python_server(app: Any, port: int) -> Callable[[socket.socket, Any], Callabl
             data = sock.recv(65536)
             if not data:
                 return False
-            got: list[Any] = []
-
-            def start_response(status: str, headers: list[tuple[str, str]],
-                               exc_info: Any = None) -> None:
-                got[:] = [status, headers]
-
-            result = app(lean_environ(data.partition(b"\r\n\r\n")[0], port, addr),
-                         start_response)
-            body = b"".join(result)
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-            head = [f"HTTP/1.1 {got[0]}\r\nContent-Length: {len(body)}\r\n"]
-            head += [f"{k}: {v}\r\n" for k, v in got[1] if k.lower() != "content-length"]
-            sock.sendall("".join([*head, "\r\n"]).encode("latin-1") + body)
+            head = data.partition(b"\r\n\r\n")[0]
+            sock.sendall(lean_response(app, lean_environ(head, port, addr)))
             return True
 
         return serve
@@ -207,33 +211,16 @@ def worker_loop(listener: socket.socket,
                 sock.close()
 
 
-def app_of(module: str) -> Any:
-    return importlib.import_module(module).application
-
-
-def main() -> None:
-    mode, port, workers, module = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    greenlets = mode.startswith("gevent-")
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", port))
-    listener.listen(1024)
-    listener.setblocking(False)
-    if not greenlets:  # loaded once and forked
-        connection = SERVERS[mode](app_of(module), port)
+def run_forked(workers: int, worker: Callable[[], None], banner: str) -> None:
+    """Fork `workers` processes running `worker`; TERM or INT stops and reaps them all.
+    Never returns (bench/bjoern_serve.py uses it too)."""
     children = []
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            if greenlets:  # patched before the app is imported, as the gevent worker does
-                from gevent import monkey
-
-                monkey.patch_all()
-                connection = SERVERS[mode.removeprefix("gevent-")](app_of(module), port)
-                gevent_worker_loop(listener.detach(), connection)
-            else:
-                worker_loop(listener, connection)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            worker()
             os._exit(0)
         children.append(pid)
 
@@ -248,9 +235,37 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"lean loop ({mode}): {workers} workers on 127.0.0.1:{port}", flush=True)
+    print(banner, flush=True)
     while True:
         signal.pause()
+
+
+def app_of(module: str) -> Any:
+    return importlib.import_module(module).application
+
+
+def main() -> None:
+    mode, port, workers, module = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    greenlets = mode.startswith("gevent-")
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(1024)
+    listener.setblocking(False)
+    if not greenlets:  # loaded once and forked
+        connection = SERVERS[mode](app_of(module), port)
+
+    def worker() -> None:
+        if greenlets:  # patched before the app is imported, as the gevent worker does
+            from gevent import monkey
+
+            monkey.patch_all()
+            gevent_worker_loop(listener.detach(),
+                               SERVERS[mode.removeprefix("gevent-")](app_of(module), port))
+        else:
+            worker_loop(listener, connection)
+
+    run_forked(workers, worker, f"lean loop ({mode}): {workers} workers on 127.0.0.1:{port}")
 
 
 if __name__ == "__main__":
