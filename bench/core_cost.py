@@ -40,12 +40,11 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
 
-from lean_loop import lean_environ, lean_response  # noqa: E402
+from lean_loop import core_context, lean_environ, lean_response  # noqa: E402
 
-from django_prefork.http.connection import HTTPConnection, ServerContext  # noqa: E402
+from django_prefork.http.connection import HTTPConnection  # noqa: E402
 from django_prefork.http.parser import parse_head  # noqa: E402
 from django_prefork.http.response import Response  # noqa: E402
-from django_prefork.http.settings import CoreSettings  # noqa: E402
 from django_prefork.http.wsgi import build_environ  # noqa: E402
 
 REQUEST = b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
@@ -63,13 +62,7 @@ def load_app(name: str) -> Any:
 
 
 def variants(app: Any, server: socket.socket) -> dict[str, Callable[[], Any]]:
-    settings = CoreSettings(
-        limit_request_line=4094, limit_request_fields=100, limit_request_field_size=8190,
-        limit_request_body=0, header_timeout=10.0, header_map="drop",
-        forwarded_allow_ips=("127.0.0.1",), secure_scheme_headers=(),
-    )  # fmt: skip
-    ctx = ServerContext(app, settings, keepalive=True, recv_first=True,
-                        base_environ={"SERVER_NAME": SERVER[0], "SERVER_PORT": str(SERVER[1])})
+    ctx = core_context(app, SERVER[1])
     conn = HTTPConnection(server, CLIENT, SERVER, ctx)
     canned = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!"
 

@@ -117,8 +117,10 @@ def python_server(app: Any, port: int) -> Callable[[socket.socket, Any], Callabl
     return connection
 
 
-def core_server(app: Any, port: int) -> Callable[[socket.socket, Any], Callable[[], bool]]:
-    from django_prefork.http.connection import HTTPConnection, ServerContext
+def core_context(app: Any, port: int) -> Any:
+    """The HTTP core's ServerContext with runprefork's default limits and no worker parts
+    (no timeout watch, metrics, hooks or access log): also bench/core_cost.py's."""
+    from django_prefork.http.connection import ServerContext
     from django_prefork.http.settings import CoreSettings
 
     settings = CoreSettings(
@@ -126,8 +128,14 @@ def core_server(app: Any, port: int) -> Callable[[socket.socket, Any], Callable[
         limit_request_body=0, header_timeout=10.0, header_map="drop",
         forwarded_allow_ips=("127.0.0.1",), secure_scheme_headers=(),
     )  # fmt: skip
-    ctx = ServerContext(app, settings, keepalive=True, recv_first=True,
-                        base_environ={"SERVER_NAME": "127.0.0.1", "SERVER_PORT": str(port)})
+    return ServerContext(app, settings, keepalive=True, recv_first=True,
+                         base_environ={"SERVER_NAME": "127.0.0.1", "SERVER_PORT": str(port)})
+
+
+def core_server(app: Any, port: int) -> Callable[[socket.socket, Any], Callable[[], bool]]:
+    from django_prefork.http.connection import HTTPConnection
+
+    ctx = core_context(app, port)
 
     def connection(sock: socket.socket, addr: Any) -> Callable[[], bool]:
         return HTTPConnection(sock, addr, ("127.0.0.1", port), ctx).handle_request
