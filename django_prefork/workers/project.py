@@ -7,8 +7,51 @@ and the zygote use these without importing each other.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
 from typing import Any
+
+#: The header of a timestamp-based .pyc (PEP 552): magic, flags, source mtime, source size.
+_PYC_HEADER = 16
+
+
+def forget_stale_bytecode(module: str) -> bool:
+    """Delete the cached bytecode of `module` if its source changed after it was written,
+    before the module is imported again; True if it did.
+
+    Python trusts a .pyc that records the source's mtime in whole seconds and its size: a
+    settings file rewritten within the second it was last imported, to the same length
+    (`WORKERS = 1` -> `WORKERS = 3`), would be read as it was, and a HUP right after the
+    edit would reload the old settings. The .pyc's own mtime tells: it was written when the
+    source was imported, so a source modified later is newer than it.
+    """
+    try:
+        spec = importlib.util.find_spec(module)  # (imports its parent packages)
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not spec.origin or not spec.cached or not spec.has_location:
+        return False
+    try:
+        source = os.stat(spec.origin)
+        cached = os.stat(spec.cached)
+        with open(spec.cached, "rb") as f:
+            header = f.read(_PYC_HEADER)
+    except OSError:
+        return False  # no .pyc (or no source): nothing stale to read
+    if len(header) < _PYC_HEADER or int.from_bytes(header[4:8], "little") != 0:
+        return False  # hash-based .pyc: Python checks those against the source itself
+    recorded_mtime = int.from_bytes(header[8:12], "little")
+    recorded_size = int.from_bytes(header[12:16], "little")
+    trusted = (recorded_mtime == int(source.st_mtime) & 0xFFFFFFFF
+               and recorded_size == source.st_size & 0xFFFFFFFF)
+    if not trusted or cached.st_mtime_ns >= source.st_mtime_ns:
+        return False  # Python recompiles it anyway, or it is up to date
+    try:
+        os.unlink(spec.cached)
+    except OSError:
+        return False
+    return True
 
 
 def load_urlconf() -> None:

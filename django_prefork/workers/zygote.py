@@ -102,6 +102,10 @@ def boot(spec: dict[str, Any]) -> Any:
         if spec["reread"]:
             from django.conf import settings
 
+            from django_prefork.workers.project import forget_stale_bytecode
+
+            forget_stale_bytecode(os.environ.get("DJANGO_SETTINGS_MODULE", ""))
+
             cfg = load_config(prefork=getattr(settings, "PREFORK", None), environ=os.environ,
                               cli=spec["cli"])
         else:
