@@ -1255,7 +1255,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = 1.0 if not args.quick else 0.5
 
     def measure_references(row: Row, patched_too: bool, plain_too: bool) -> None:
-        for patched in [p for p, wanted in ((False, plain_too), (True, patched_too)) if wanted]:
+        for patched, wanted in ((False, plain_too), (True, patched_too)):
+            if not wanted:
+                continue
             key = reference_key(row.name, "gevent" if patched else "sync")
             cpu = in_process_cpu(row, budget, gevent=patched)
             if cpu is not None:
@@ -1294,10 +1296,10 @@ def main(argv: list[str] | None = None) -> int:
                         measurements.append(m)
                         print_measurement(m, f"{slot:7} {row.name:20} #{i + 1} {kind:10}")
 
-    app_cpu: dict[str, float | None] = {ref: statistics.median(values)
-                                        for ref, values in references.items()}
+    medians = {ref: statistics.median(values) for ref, values in references.items()}
+    app_cpu: dict[str, float | None] = dict(medians)
     for ref, values in sorted(references.items()):
-        print(f"in-process {ref}: {statistics.median(values) * 1e6:,.1f} µs app CPU/request, "
+        print(f"in-process {ref}: {medians[ref] * 1e6:,.1f} µs app CPU/request, "
               f"median of {len(values)} ({min(values) * 1e6:,.1f}-{max(values) * 1e6:,.1f})",
               flush=True)
     cells: Cells = {}
