@@ -119,6 +119,42 @@ def test_five_hups_without_a_failed_request(tmp_path: Path, worker_class: str):
         assert "replacing the workers 1 at a time" in server.output
 
 
+#: Run by every interpreter on the server's PYTHONPATH: a zygote, after each fork it makes
+#: (not its children's), sleeps before going on, as a busy machine may deschedule it, so
+#: that the child has exited before the zygote looks at it.
+DESCHEDULED_AFTER_FORK = """\
+import os
+if "DJANGO_PREFORK_ZYGOTE" in os.environ:
+    import time
+    _zygote = os.getpid()
+    os.register_at_fork(
+        after_in_parent=lambda: os.getpid() == _zygote and time.sleep(0.2))
+"""
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "gevent"])
+def test_a_zygote_descheduled_after_each_fork_still_starts_every_worker(
+        tmp_path: Path, worker_class: str):
+    """gevent's patched os.waitpid never saw a child that had exited before its watcher
+    started: the gevent zygote then waited forever and started no more workers (a CI run
+    stalled in the middle of a reload this way). Both start-up (gevent's workers come from
+    a zygote) and a HUP (every class's do) go through the zygote's fork."""
+    if worker_class == "gevent":
+        pytest.importorskip("gevent")
+    project = Project(tmp_path)
+    (tmp_path / "sitecustomize.py").write_text(DESCHEDULED_AFTER_FORK)
+    project.write_settings(f"{{'WORKERS': 2, 'WORKER_CLASS': {worker_class!r}}}")
+    with project.server() as server:
+        server.start(wait_workers=2)
+        before = set(server.ready_workers())
+        line = hup_and_wait(server)
+        assert line.endswith("generation 1 serves")
+        wait_until(lambda: len(server.ready_workers()) == 2
+                   and not set(server.ready_workers()) & before, timeout=20,
+                   message="two new workers")
+        assert server.get("/hello")[0] == 200
+
+
 def test_reload_batch_replaces_workers_several_at_a_time(tmp_path: Path):
     project = Project(tmp_path)
     project.write_settings("{'WORKERS': 4, 'RELOAD_BATCH': 2}")

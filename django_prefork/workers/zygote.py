@@ -29,6 +29,7 @@ the master reaps it, and the worker's parent-death check watches the master.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -36,6 +37,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -224,15 +226,31 @@ def _send(control: socket.socket, message: bytes) -> None:
         os._exit(ZYGOTE_BOOT_ERROR)  # the master is gone
 
 
+def kernel_fork_and_waitpid() -> tuple[Callable[[], int], Callable[[int, int], Any]]:
+    """os.fork and os.waitpid as the kernel gives them, even where gevent patched os.
+
+    gevent's pair learns that a child exited from a watcher it starts just after the fork;
+    a child that exits before (its parent descheduled for a moment, as on a loaded machine)
+    is never seen, and its waitpid waits forever. A gevent zygote then stopped forking
+    workers in the middle of a reload. The zygote never runs gevent's loop, so it needs
+    none of that: the worker re-initialises gevent itself (_become_worker)."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None:
+        return os.fork, os.waitpid
+    return monkey.get_original("os", "fork"), monkey.get_original("os", "waitpid")
+
+
 def _fork_worker(control: socket.socket, cfg: Any, listeners: list[Any], board: Any,
                  age: int, heartbeat_fd: int, master_pid: int) -> None:
     from django_prefork.workers.process import freeze_before_fork
 
+    fork, waitpid = kernel_fork_and_waitpid()
     freeze_before_fork()
-    middle = os.fork()
+    middle = fork()
     if middle:
         os.close(heartbeat_fd)
-        os.waitpid(middle, 0)
+        with contextlib.suppress(ChildProcessError):
+            waitpid(middle, 0)
         return
     # The middle process: fork the worker, report its pid, and exit so that the worker is
     # re-parented to the master.
@@ -243,7 +261,7 @@ def _fork_worker(control: socket.socket, cfg: Any, listeners: list[Any], board: 
         from django_prefork.workers.base import WORKER_SIGNALS
 
         signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
-        worker = os.fork()
+        worker = fork()
         if worker:
             control.send(f"P{age} {worker}".encode())
             os._exit(0)
@@ -257,6 +275,10 @@ def _become_worker(control: socket.socket, cfg: Any, listeners: list[Any], board
     from django_prefork.workers.base import run_worker_in_child
     from django_prefork.workers.heartbeat import Heartbeat
 
+    if "gevent.monkey" in sys.modules:
+        import gevent
+
+        gevent.reinit()  # forked with the kernel's fork (kernel_fork_and_waitpid)
     control.close()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
