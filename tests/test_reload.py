@@ -155,6 +155,45 @@ def test_a_zygote_descheduled_after_each_fork_still_starts_every_worker(
         assert server.get("/hello")[0] == 200
 
 
+#: The first zygote to fork hangs right after its first fork (the worker still starts); the
+#: zygote started after it does not.
+HANGS_AFTER_ITS_FIRST_FORK = """\
+import os
+if "DJANGO_PREFORK_ZYGOTE" in os.environ:
+    import pathlib, time
+    _zygote, _marker = os.getpid(), pathlib.Path({marker!r})
+    def _hang():
+        if os.getpid() == _zygote and not _marker.exists():
+            _marker.touch()
+            time.sleep(600)
+    os.register_at_fork(after_in_parent=_hang)
+"""
+
+
+def test_a_zygote_that_stops_forking_is_killed_and_started_again(tmp_path: Path):
+    """A zygote that never reports a fork it was asked for (hung, whatever the cause) is
+    killed after starter.FORK_REPORT_TIMEOUT, with a line saying so, and started again: the
+    worker count is made up instead of waiting for it forever, and no request fails."""
+    project = Project(tmp_path)
+    marker = tmp_path / "hung-once"
+    (tmp_path / "sitecustomize.py").write_text(HANGS_AFTER_ITS_FIRST_FORK.format(
+        marker=str(marker)))
+    project.write_settings("{'WORKERS': 2}")
+    with project.server() as server:
+        server.start(wait_workers=1)  # generation 0's zygote: the lean master has no Django
+        with ClientLoop(server) as loop:
+            line = server.wait_for_line(r"Generation 0 cannot start workers: .*", timeout=60)
+            assert "did not report a worker it was asked to fork" in line.string
+            assert marker.exists()
+            server.wait_for_line(r"Starting generation 0's zygote again", timeout=20)
+            wait_until(lambda: len(server.ready_workers()) == 2, timeout=20,
+                       message="the second worker, from the new zygote")
+            loop.wait_for_more()
+        assert loop.failures == [], loop.failures[:5]
+        line = hup_and_wait(server)
+        assert line.endswith("generation 1 serves")
+
+
 def test_reload_batch_replaces_workers_several_at_a_time(tmp_path: Path):
     project = Project(tmp_path)
     project.write_settings("{'WORKERS': 4, 'RELOAD_BATCH': 2}")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +48,9 @@ from django_prefork.workers.loadboard import LoadBoard
 
 #: Longest a generation may take to read its settings and import the project.
 BOOT_TIMEOUT = 120.0
+#: Longest a zygote may take to report a worker it was asked to fork (forking takes
+#: milliseconds): past it the zygote is taken for hung and killed, and started again.
+FORK_REPORT_TIMEOUT = 10.0
 
 BOOTING = "booting"
 READY = "ready"
@@ -234,6 +238,8 @@ class ZygoteGeneration(Generation):
         super().__init__(number, cfg, board, boot=boot)
         self._zygote = boot
         self._waiting: dict[int, Heartbeat] = {}  # age -> heartbeat of a fork asked for
+        self._asked_at: dict[int, float] = {}  # age -> when that fork was asked for
+        self._hung = ""  # why we killed the zygote, if we did
 
     @property
     def pid(self) -> int:
@@ -257,6 +263,25 @@ class ZygoteGeneration(Generation):
             heartbeat.close()  # it has gone: child_exited reports that
             return
         self._waiting[age] = heartbeat
+        self._asked_at[age] = time.monotonic()
+
+    def poll(self) -> list[Event]:
+        events = super().poll()
+        self._kill_if_hung()
+        return events
+
+    def _kill_if_hung(self) -> None:
+        """A zygote that leaves a fork unreported is stuck (in the fork, or in a hook run
+        at it): without this the reload, or the worker count, would wait for it forever.
+        Killed, it is reported by child_exited, and the master starts it again."""
+        if not self._asked_at or self._hung or self._zygote.exited:
+            return
+        waited = time.monotonic() - min(self._asked_at.values())
+        if waited > FORK_REPORT_TIMEOUT:
+            self._hung = (f"the zygote (pid:{self._zygote.pid}) did not report a worker it "
+                          f"was asked to fork {waited:.0f} s ago, and was killed")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._zygote.pid, signal.SIGKILL)
 
     def child_exited(self, pid: int, status: int) -> bool:
         if pid != self._zygote.pid:
@@ -266,14 +291,16 @@ class ZygoteGeneration(Generation):
         for heartbeat in self._waiting.values():
             heartbeat.close()
         self._waiting.clear()
+        self._asked_at.clear()
         if was_ready:
             code = os.waitstatus_to_exitcode(status)
-            self._failed(f"the zygote (pid:{pid}) exited with code {code}")
+            self._failed(self._hung or f"the zygote (pid:{pid}) exited with code {code}")
         return True
 
     def _on_message(self, message: bytes) -> None:
         if message[:1] == b"P":
             age_text, _, pid_text = message[1:].decode().partition(" ")
+            self._asked_at.pop(int(age_text), None)
             heartbeat = self._waiting.pop(int(age_text), None)
             if heartbeat is not None:
                 self._events.append(WorkerStarted(self.number, int(age_text), int(pid_text),
