@@ -171,8 +171,12 @@ def test_a_module_first_imported_by_a_request_is_watched(tmp_path: Path, worker_
         server.start()
         mark = len(server.lines)
         assert body(server, "/lazy") == "one"
-        server.wait_for_line(r"Worker \d+ imported \d+ more files: watching them too",
-                             timeout=SERVE_DEADLINE, start=mark)
+        line = server.wait_for_line(r"Worker \d+ imported \d+ more files: watching them too",
+                                    timeout=SERVE_DEADLINE, start=mark)
+        # The master stats the file when it adopts it, just after that line: editing it
+        # before would make the edited file the one watched from. Its next line says done.
+        server.wait_for_line(r"Watching \d+ files and \d+ patterns for changes",
+                             timeout=SERVE_DEADLINE, start=server.lines.index(line.string))
         mark = len(server.lines)
         project.lazy.write_text('WORD = "two"\n')
         server.wait_for_line(rf"Change detected in {re.escape(str(project.lazy))}",
