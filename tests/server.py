@@ -24,6 +24,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TESTS_DIR = REPO_ROOT / "tests"
 LISTEN_RE = re.compile(r"Listening at: (http://(\S+):(\d+)|unix:(\S+)) \(pid (\d+)\)")
 BOOTED_RE = re.compile(r"Booted worker with pid: (\d+)")
+#: The master's line for a worker it knows of: a zygote's reports (its watch list among them)
+#: come before it, in order, on the same socket.
+BOOTING_RE = re.compile(r"Booting worker with pid: (\d+)")
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 15.0,
@@ -105,6 +108,8 @@ class Server:
         self.port = 0
         self.unix_path: str | None = None
         self._known_children: set[int] = set()
+        self._eof = False  # the reader has read the last line the server will ever print
+        self._reader: threading.Thread | None = None
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self, wait_workers: int | None = 1, timeout: float = 30.0,
@@ -114,7 +119,8 @@ class Server:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
             **popen_kwargs,
         )
-        threading.Thread(target=self._read_output, daemon=True).start()
+        self._reader = threading.Thread(target=self._read_output, daemon=True)
+        self._reader.start()
         if wait_workers:
             match = self.wait_for_line(LISTEN_RE, timeout=timeout)
             if match.group(4):
@@ -132,6 +138,7 @@ class Server:
                 self.lines.append(line.rstrip("\n"))
                 self._lines_changed.notify_all()
         with self._lines_changed:
+            self._eof = True
             self._lines_changed.notify_all()
 
     @property
@@ -156,28 +163,28 @@ class Server:
                     if match:
                         return match
                 remaining = deadline - time.monotonic()
-                exited = self.proc is not None and self.proc.poll() is not None
-                if remaining <= 0 or (exited and not self._reader_pending()):
+                # Once the output has ended no line can come (an exited master's last lines
+                # may still be on their way until then).
+                if remaining <= 0 or self._eof:
                     raise AssertionError(
                         f"no line matching {regex.pattern!r} within {timeout}s; "
                         f"exit={self.proc.poll() if self.proc else None}; output:\n"
                         + "\n".join(self.lines[-60:]))
                 self._lines_changed.wait(min(remaining, 0.2))
 
-    def _reader_pending(self) -> bool:
-        return bool(self.proc and self.proc.stdout and not self.proc.stdout.closed
-                    and self.proc.poll() is None)
-
     def wait_booted(self, count: int, timeout: float = 30.0) -> None:
         wait_until(lambda: len(self.ready_workers()) >= count, timeout=timeout,
                    message=f"{count} booted workers; output:\n{self.output}")
 
     def ready_workers(self) -> list[int]:
-        """Live children of the master that have logged their boot."""
-        booted = {int(m.group(1)) for line in self.lines[:] for m in [BOOTED_RE.search(line)] if m}
+        """Live children of the master that have logged their boot, and that the master has
+        logged it knows of (a worker may boot before the master reads its zygote's report)."""
+        lines = self.lines[:]
+        booted = {int(m.group(1)) for line in lines for m in [BOOTED_RE.search(line)] if m}
+        known = {int(m.group(1)) for line in lines for m in [BOOTING_RE.search(line)] if m}
         children = set(children_of(self.pid))
         self._known_children |= children
-        return sorted(booted & children)
+        return sorted(booted & known & children)
 
     def worker_pids(self) -> list[int]:
         """Children of the master that are workers (not a zygote)."""
@@ -189,8 +196,14 @@ class Server:
         os.kill(self.pid, sig)
 
     def wait_exit(self, timeout: float = 30.0) -> int:
+        """Wait for the master to exit, and for its output to be read to the end (for 1 s at
+        most: a process it left behind, as a binary upgrade's new master, keeps the pipe
+        open; what the master wrote before exiting is read within that second)."""
         assert self.proc is not None
-        return self.proc.wait(timeout=timeout)
+        status = self.proc.wait(timeout=timeout)
+        if self._reader is not None:
+            self._reader.join(timeout=1)
+        return status
 
     def stop(self) -> None:
         """TERM the master, then KILL whatever it or its workers left, by PID."""

@@ -105,7 +105,7 @@ def test_hup_rereads_settings(tmp_path: Path):
         module.write_text("from testproject.settings import *\nPREFORK = {'WORKERS': 0}\n")
         mark = len(server.lines)
         server.signal(signal.SIGHUP)
-        server.wait_for_line(r"Reload aborted.*WORKERS", start=mark)
+        server.wait_for_line(r"Reload aborted.*WORKERS", timeout=60, start=mark)
         assert len(server.ready_workers()) == 3
         assert server.get("/hello")[0] == 200
 

@@ -35,8 +35,11 @@ def test_ready_turns_503_on_graceful_stop_while_the_request_in_flight_completes(
         assert get_status(base, "/-/ready") == 200
         results: list[tuple[int, bytes]] = []
 
+        release = tmp_path / "release"
+
         def slow() -> None:
-            status, _, body = server.get(f"/sleep?s=3&mark={mark}")
+            status, _, body = server.get(f"/sleep?s=60&release={release}&mark={mark}",
+                                         timeout=90)
             results.append((status, body))
 
         client = threading.Thread(target=slow)
@@ -50,9 +53,10 @@ def test_ready_turns_503_on_graceful_stop_while_the_request_in_flight_completes(
             assert get_status(base, "/-/live") == 200
             assert not results, "the slow request must still be in flight"
         finally:
+            release.touch()
             client.join(30)
         assert results and results[0][0] == 200, results
-        assert results[0][1].startswith(b"slept 3")
+        assert results[0][1].startswith(b"slept ")
         assert server.wait_exit(30) == 0
 
 

@@ -134,8 +134,9 @@ def test_in_flight_and_busy_workers(tmp_path: Path) -> None:
     with running("--metrics-bind", "127.0.0.1:0", "-w", "2", wait_workers=2) as server:
         base = metrics_base(server)
         results: list[int] = []
-        slow = threading.Thread(
-            target=lambda: results.append(server.get(f"/sleep?s=4&mark={mark}")[0]))
+        release = tmp_path / "release"
+        slow = threading.Thread(target=lambda: results.append(
+            server.get(f"/sleep?s=60&release={release}&mark={mark}", timeout=90)[0]))
         slow.start()
         try:
             wait_until(mark.exists, timeout=20, message="the slow request running")
@@ -143,6 +144,7 @@ def test_in_flight_and_busy_workers(tmp_path: Path) -> None:
             assert values["prefork_requests_in_flight"] == 1
             assert values["prefork_workers_busy"] == 1
         finally:
+            release.touch()
             slow.join(30)
         assert results == [200]
         values = settled(base, "prefork_request_duration_seconds_count", 1)

@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,22 +33,31 @@ class ClientLoop:
         self.server = server
         self.ok = 0
         self.served_by: set[int] = set()  # worker pids seen
+        #: (when the request was sent, the pid that answered it), in order
+        self.answers: list[tuple[float, int]] = []
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            sent = time.monotonic()
             try:
                 status, _, body = self.server.get("/pid", timeout=15)
             except Exception as exc:
                 self.failures.append(repr(exc))
                 continue
             if status == 200:
-                self.ok += 1
+                self.answers.append((sent, int(body)))
                 self.served_by.add(int(body))
+                self.ok += 1
             else:
                 self.failures.append(f"status {status}")
+
+    def served_since(self, moment: float) -> set[int]:
+        """Pids that answered requests sent after `moment` (time.monotonic()): a response
+        still on its way to this thread when the moment was taken is not one of them."""
+        return {pid for sent, pid in list(self.answers) if sent > moment}
 
     def wait_more(self, count: int = 20) -> None:
         target = self.ok + count
@@ -145,12 +155,12 @@ def test_usr2_then_term_old_master_loses_no_request(tmp_path: Path, worker_class
                 wait_until(lambda: read_pid(pidfile) == new, timeout=30,
                            message="the new master to take PIDFILE over")
                 assert not Path(f"{pidfile}.2").exists()
-                served_before = set(clients.served_by)
+                old_gone_at = time.monotonic()
                 clients.wait_more(30)
             assert clients.failures == []
             # After the old master went, only the new master's workers answered.
-            assert clients.served_by - served_before <= new_workers
-            assert old_workers & served_before
+            assert clients.served_since(old_gone_at) <= new_workers
+            assert old_workers & clients.served_by
             # The old master's stop was not the service's: no STOPPING=1 reached systemd.
             assert systemd.nothing_within(1.0)
             server.wait_for_line(rf"The old master \(pid: {old}\) has gone")
@@ -324,9 +334,9 @@ def test_usr2_then_winch_then_term(tmp_path: Path):
             # No worker, only the new master (and the old master's zygote).
             assert [p for p in children_of(server.pid) if not is_zygote(p)] == [new]
             new_workers = set(booted_workers_of(server, new))
-            since_winch = set(clients.served_by)
+            old_gone_at = time.monotonic()
             clients.wait_more(20)
-            assert clients.served_by - since_winch <= new_workers
+            assert clients.served_since(old_gone_at) <= new_workers
 
             server.signal(signal.SIGTERM)
             assert server.wait_exit() == 0

@@ -38,8 +38,11 @@ log = logging.getLogger("django_prefork.error")
 #: Seconds between two scans of the poll engine: with a zygote booting in about a second,
 #: a save is served well within 2 s.
 POLL_INTERVAL = 0.5
-#: inotify: an editor's save is a burst of events; act once it has settled this long.
+#: An editor's save is a burst of events (inotify) or of stamps (poll: a file truncated, then
+#: written); act once it has settled this long.
 SETTLE = 0.1
+#: poll: a file that keeps changing is reported after this long all the same.
+SETTLE_MAX = 1.0
 
 _GLOB_MAGIC = frozenset("*?[")
 
@@ -123,7 +126,9 @@ class PollEngine:
 
     As in gunicorn, a file that appears (a new match of a pattern, a file recreated) is
     recorded when a scan first sees it, and its next edit triggers; a file that disappears is
-    not a change."""
+    not a change. A change is reported once a scan SETTLE later finds nothing moved: a save
+    caught between its truncation and its write would otherwise reload an empty module, then
+    reload again (a SyntaxError or an ImportError logged for a save that had none)."""
 
     name = "poll"
 
@@ -133,6 +138,8 @@ class PollEngine:
         self.globs: set[str] = set()
         self.stamps: dict[str, _Stamp] = {}
         self._next_scan = time.monotonic() + interval
+        self._settling: str | None = None  # the changed file, waiting for the writes to end
+        self._settling_since = 0.0
 
     def watch(self, files: set[str], globs: set[str]) -> None:
         new_globs = globs - self.globs
@@ -151,8 +158,18 @@ class PollEngine:
         now = time.monotonic()
         if now < self._next_scan:
             return None
-        self._next_scan = now + self.interval
-        return self.scan()
+        moved = self.scan()
+        if self._settling is None:
+            if moved is None:
+                self._next_scan = now + self.interval
+                return None
+            self._settling, self._settling_since = moved, now
+        elif moved is None or now - self._settling_since >= SETTLE_MAX:
+            path, self._settling = self._settling, None
+            self._next_scan = now + self.interval
+            return path
+        self._next_scan = now + SETTLE  # look again once the writes may have ended
+        return None
 
     def scan(self) -> str | None:
         """One pass over every file; the first that changed (all stamps move on)."""

@@ -113,12 +113,22 @@ def error(request):
 
 
 def sleep(request):
+    """Sleep s seconds; with release=PATH, only until that file exists (s is then the most):
+    a test holds the request in flight for as long as its checks take, however slow."""
     seconds = float(request.GET.get("s", "0.5"))
     mark = request.GET.get("mark")
     if mark:  # lets a test see that the request is in the worker's hands
-        with open(mark, "w") as f:
+        # Whole or not at all: the test reads the pid as soon as the file exists.
+        with open(f"{mark}.tmp", "w") as f:
             f.write(str(os.getpid()))
-    time.sleep(seconds)
+        os.replace(f"{mark}.tmp", mark)
+    release = request.GET.get("release")
+    if release:
+        deadline = time.monotonic() + seconds
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    else:
+        time.sleep(seconds)
     return HttpResponse(f"slept {seconds} in {os.getpid()}", content_type="text/plain")
 
 
