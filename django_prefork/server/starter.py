@@ -48,8 +48,9 @@ from django_prefork.workers.loadboard import LoadBoard
 
 #: Longest a generation may take to read its settings and import the project.
 BOOT_TIMEOUT = 120.0
-#: Longest a zygote may take to report a worker it was asked to fork (forking takes
-#: milliseconds): past it the zygote is taken for hung and killed, and started again.
+#: Longest a zygote that reads fork requests may take to report a worker it was asked to
+#: fork (forking takes milliseconds): past it the zygote is taken for hung and killed, and
+#: started again. Counted from the request, or from the zygote's "S" if that came later.
 FORK_REPORT_TIMEOUT = 10.0
 
 BOOTING = "booting"
@@ -239,6 +240,7 @@ class ZygoteGeneration(Generation):
         self._zygote = boot
         self._waiting: dict[int, Heartbeat] = {}  # age -> heartbeat of a fork asked for
         self._asked_at: dict[int, float] = {}  # age -> when that fork was asked for
+        self._forking_since: float | None = None  # when it said it reads fork requests
         self._hung = ""  # why we killed the zygote, if we did
 
     @property
@@ -274,9 +276,10 @@ class ZygoteGeneration(Generation):
         """A zygote that leaves a fork unreported is stuck (in the fork, or in a hook run
         at it): without this the reload, or the worker count, would wait for it forever.
         Killed, it is reported by child_exited, and the master starts it again."""
-        if not self._asked_at or self._hung or self._zygote.exited:
+        if not self._asked_at or self._hung or self._zygote.exited \
+                or self._forking_since is None:
             return
-        waited = time.monotonic() - min(self._asked_at.values())
+        waited = time.monotonic() - max(min(self._asked_at.values()), self._forking_since)
         if waited > FORK_REPORT_TIMEOUT:
             self._hung = (f"the zygote (pid:{self._zygote.pid}) did not report a worker it "
                           f"was asked to fork {waited:.0f} s ago, and was killed")
@@ -298,6 +301,9 @@ class ZygoteGeneration(Generation):
         return True
 
     def _on_message(self, message: bytes) -> None:
+        if message[:1] == b"S":
+            self._forking_since = time.monotonic()
+            return
         if message[:1] == b"P":
             age_text, _, pid_text = message[1:].decode().partition(" ")
             self._asked_at.pop(int(age_text), None)

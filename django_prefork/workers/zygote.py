@@ -17,6 +17,9 @@ Protocol on the control socket (an AF_UNIX SOCK_SEQPACKET pair: one message per 
   why it cannot be (then it exits).
 - master → zygote: b"L" + the listeners' specs as JSON, their fds attached (SCM_RIGHTS): the
   sockets the workers serve. Sent once, after "R" (the settings may change the bind list).
+- zygote → master: b"S" once it reads fork requests (after R, and after the watch list
+  with --reload, which may take seconds to make): the master counts how long a fork
+  request goes unanswered from then on (`server/starter.FORK_REPORT_TIMEOUT`).
 - master → zygote: b"W" + the worker's age, its heartbeat fd attached; zygote → master:
   b"P" + "age pid" once forked.
 - zygote → master, with --reload: b"D" + a JSON watch list (`server/devreload.WatchList`),
@@ -92,6 +95,7 @@ def main() -> None:
         _send_watch_list(control, cfg.to_dict(), None)
     if spec["probe"]:
         os._exit(0)
+    _send(control, b"S")  # from here on each fork request is answered within milliseconds
     serve_fork_requests(control, cfg, spec)
     os._exit(0)
 
