@@ -35,12 +35,18 @@ def save(path: Path, text: str, mtime: int) -> None:
     os.utime(path, ns=(mtime, mtime))
 
 
+def watching(path: Path, text: str) -> PollEngine:
+    """An engine watching path, saved with text first (at mtime 1 ns)."""
+    save(path, text, 1)
+    engine = PollEngine(interval=0.5)
+    engine.watch({str(path)}, set())
+    return engine
+
+
 def test_a_save_caught_between_truncation_and_write_is_reported_once(tmp_path: Path,
                                                                      clock: Clock):
     views = tmp_path / "views.py"
-    save(views, "TEXT = 'one'\n", 1_000_000_000)
-    engine = PollEngine(interval=0.5)
-    engine.watch({str(views)}, set())
+    engine = watching(views, "TEXT = 'one'\n")
     clock.now += 0.5
     assert engine.changed() is None  # nothing moved
 
@@ -60,9 +66,7 @@ def test_a_save_caught_between_truncation_and_write_is_reported_once(tmp_path: P
 def test_a_file_that_keeps_changing_is_reported_after_settle_max(tmp_path: Path,
                                                                  clock: Clock):
     log = tmp_path / "busy.py"
-    save(log, "0", 1)
-    engine = PollEngine(interval=0.5)
-    engine.watch({str(log)}, set())
+    engine = watching(log, "0")
     clock.now += 0.5
     reported = None
     for step in range(1, 100):
@@ -77,9 +81,7 @@ def test_a_file_that_keeps_changing_is_reported_after_settle_max(tmp_path: Path,
 
 def test_before_the_interval_nothing_is_scanned(tmp_path: Path, clock: Clock):
     views = tmp_path / "views.py"
-    save(views, "A = 1\n", 1)
-    engine = PollEngine(interval=0.5)
-    engine.watch({str(views)}, set())
+    engine = watching(views, "A = 1\n")
     save(views, "A = 2\n", 2)
     clock.now += 0.4
     assert engine.changed() is None
