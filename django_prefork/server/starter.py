@@ -238,8 +238,8 @@ class ZygoteGeneration(Generation):
                  boot: ZygoteProcess) -> None:
         super().__init__(number, cfg, board, boot=boot)
         self._zygote = boot
-        self._waiting: dict[int, Heartbeat] = {}  # age -> heartbeat of a fork asked for
-        self._asked_at: dict[int, float] = {}  # age -> when that fork was asked for
+        #: age -> (heartbeat, when asked) of each fork asked for and not yet reported
+        self._waiting: dict[int, tuple[Heartbeat, float]] = {}
         self._forking_since: float | None = None  # when it said it reads fork requests
         self._hung = ""  # why we killed the zygote, if we did
 
@@ -264,8 +264,7 @@ class ZygoteGeneration(Generation):
         except OSError:
             heartbeat.close()  # it has gone: child_exited reports that
             return
-        self._waiting[age] = heartbeat
-        self._asked_at[age] = time.monotonic()
+        self._waiting[age] = (heartbeat, time.monotonic())
 
     def poll(self) -> list[Event]:
         events = super().poll()
@@ -276,10 +275,11 @@ class ZygoteGeneration(Generation):
         """A zygote that leaves a fork unreported is stuck (in the fork, or in a hook run
         at it): without this the reload, or the worker count, would wait for it forever.
         Killed, it is reported by child_exited, and the master starts it again."""
-        if not self._asked_at or self._hung or self._zygote.exited \
+        if not self._waiting or self._hung or self._zygote.exited \
                 or self._forking_since is None:
             return
-        waited = time.monotonic() - max(min(self._asked_at.values()), self._forking_since)
+        oldest = min(asked for _, asked in self._waiting.values())
+        waited = time.monotonic() - max(oldest, self._forking_since)
         if waited > FORK_REPORT_TIMEOUT:
             self._hung = (f"the zygote (pid:{self._zygote.pid}) did not report a worker it "
                           f"was asked to fork {waited:.0f} s ago, and was killed")
@@ -291,10 +291,9 @@ class ZygoteGeneration(Generation):
             return False
         was_ready = self.state == READY
         super().child_exited(pid, status)
-        for heartbeat in self._waiting.values():
+        for heartbeat, _ in self._waiting.values():
             heartbeat.close()
         self._waiting.clear()
-        self._asked_at.clear()
         if was_ready:
             code = os.waitstatus_to_exitcode(status)
             self._failed(self._hung or f"the zygote (pid:{pid}) exited with code {code}")
@@ -306,9 +305,9 @@ class ZygoteGeneration(Generation):
             return
         if message[:1] == b"P":
             age_text, _, pid_text = message[1:].decode().partition(" ")
-            self._asked_at.pop(int(age_text), None)
-            heartbeat = self._waiting.pop(int(age_text), None)
-            if heartbeat is not None:
+            waiting = self._waiting.pop(int(age_text), None)
+            if waiting is not None:
+                heartbeat = waiting[0]
                 self._events.append(WorkerStarted(self.number, int(age_text), int(pid_text),
                                                   heartbeat))
             return
